@@ -1,0 +1,114 @@
+"""The `fleetscan` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import __version__
+
+EX_USAGE = 64
+
+app = typer.Typer(help="Compliance scanning inside running containers, fleet-wide, on Kubernetes.",
+                  no_args_is_help=True, add_completion=False)
+emulator_app = typer.Typer(help="The embedded Kubernetes API emulator (demo, tests, benchmarks).",
+                           no_args_is_help=True)
+app.add_typer(emulator_app, name="emulator")
+
+
+def _fail(message: str, code: int = EX_USAGE) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print fleetscan's version."""
+    typer.echo(__version__)
+
+
+def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: Any = None) -> None:
+    from .emulator.scenario import ScenarioError, load_scenario
+    from .emulator.server import Emulator
+
+    try:
+        scenario = load_scenario(scenario_name)
+    except ScenarioError as exc:
+        _fail(str(exc))
+        return
+
+    def ready(emu: Emulator) -> None:
+        emu.write_kubeconfig(kubeconfig_out)
+        s = emu.summary
+        typer.echo(f"emulator ready at {emu.url}: {s.get('namespaces', 0)} namespaces, {s.get('pods', 0)} pods, "
+                   f"{s.get('containers', 0)} containers", err=True)
+        typer.echo(f"admin kubeconfig (0600): {kubeconfig_out}", err=True)
+        if on_ready_extra:
+            on_ready_extra(emu)
+        typer.echo("press Ctrl-C to stop", err=True)
+
+    try:
+        Emulator(scenario, port=port).run_until_signalled(ready)
+    except OSError as exc:
+        _fail(f"could not start the emulator: {exc}", 1)
+    kubeconfig_out.unlink(missing_ok=True)  # it holds the admin token of a cluster that is gone
+    typer.echo("emulator stopped; containers and work folders removed", err=True)
+
+
+@emulator_app.command("serve")
+def emulator_serve(
+    kubeconfig_out: Annotated[Path, typer.Option("--kubeconfig-out", help="Write the admin kubeconfig here once ready.")],
+    scenario: Annotated[str, typer.Option(help="`demo` or a scenario YAML file.")] = "demo",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 0,
+) -> None:
+    """Run the emulator in the foreground until SIGINT or SIGTERM."""
+    _serve(scenario, kubeconfig_out, port)
+
+
+@app.command()
+def demo(
+    kubeconfig_out: Annotated[Path, typer.Option("--kubeconfig-out")] = Path(".fleetscan/demo.kubeconfig"),
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
+) -> None:
+    """Start the embedded emulator with the demo fleet and show how to explore it with kubectl."""
+
+    def explain(emu: Any) -> None:
+        kc = kubeconfig_out
+        typer.echo(
+            "\nThe demo fleet is running. Try, in another terminal:\n"
+            f"  kubectl --kubeconfig {kc} get pods -A\n"
+            f"  kubectl --kubeconfig {kc} -n shop exec web-7d9f-abcde -- cat /etc/os-release\n"
+            f"  kubectl --kubeconfig {kc} -n shop create token default --duration 15m\n"
+            f"  kubectl --kubeconfig {kc} auth can-i create pods/exec -n shop "
+            "--as system:serviceaccount:shop:default\n"
+            f"  kubectl --kubeconfig {kc} -n shop debug api-0 --image fleetscan/debug:1.0 --target api "
+            "--profile general -c dbg -- sleep 3600\n"
+            f"  kubectl --kubeconfig {kc} -n shop exec api-0 -c dbg -- cat /proc/1/root/etc/os-release\n",
+            err=True,
+        )
+
+    _serve("demo", kubeconfig_out, port, explain)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.UsageError):
+            exc.show()
+            sys.exit(EX_USAGE)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

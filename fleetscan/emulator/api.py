@@ -1,0 +1,365 @@
+"""The REST side of the API server: authentication, faults, authorization, audit, CRUD and watch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import logging
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from . import discovery, protobuf
+from .authn import ANONYMOUS, User, service_account_user
+from .audit import AuditEntry
+from .cluster import Cluster
+from .errors import ApiError
+from .exec_ws import handle_exec
+from .patching import apply_patch
+from .rbac import Attributes
+from .requestinfo import RequestInfo, parse
+from .resources import BY_KEY, ResourceType, lookup
+from .selectors import make_filter
+from .tables import table
+
+log = logging.getLogger(__name__)
+CLUSTER_KEY = web.AppKey("cluster", Cluster)
+INFO_KEY = "fleetscan.info"
+USER_KEY = "fleetscan.user"
+UNAUDITED = ("/_emu/",)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.status(), err.code, err.headers)
+
+
+def forbidden_message(user: User, a: Attributes) -> str:
+    if not a.is_resource:
+        return f'forbidden: User "{user.name}" cannot {a.verb} path "{a.path}"'
+    qualified = f"{a.resource}.{a.api_group}" if a.api_group else a.resource
+    target = f'{qualified} "{a.name}"' if a.name else qualified
+    full = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
+    scope = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
+    return (f'{target} is forbidden: User "{user.name}" cannot {a.verb} resource "{full}" in API group '
+            f'"{a.api_group}" {scope}')
+
+
+def attributes(info: RequestInfo) -> Attributes:
+    return Attributes(info.verb, info.namespace, info.api_group, info.resource, info.subresource, info.name,
+                      info.is_resource, info.path)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+def impersonate(cluster: Cluster, request: web.Request, user: User) -> User:
+    """`kubectl --as/--as-group`: act as another identity if allowed to `impersonate` it."""
+    name = request.headers.get("Impersonate-User")
+    groups = request.headers.getall("Impersonate-Group", [])
+    if not name and not groups:
+        return user
+    if not name:
+        raise ApiError.bad_request("requested impersonation of groups without a user")
+    checks: list[Attributes] = []
+    if name.startswith("system:serviceaccount:") and name.count(":") == 3:
+        _, _, ns, sa = name.split(":")
+        checks.append(Attributes("impersonate", ns, "", "serviceaccounts", name=sa))
+        target = service_account_user(ns, sa)
+        if groups:
+            target = User(name, tuple(groups) + ("system:authenticated",))
+    else:
+        checks.append(Attributes("impersonate", "", "", "users", name=name))
+        target = User(name, tuple(groups) + ("system:authenticated",))
+    checks += [Attributes("impersonate", "", "", "groups", name=g) for g in groups]
+    for attrs in checks:
+        if not cluster.authz.allowed(user, attrs):
+            raise ApiError.forbidden(forbidden_message(user, attrs))
+    return target
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    cluster = request.app[CLUSTER_KEY]
+    info = parse(request.method, request.path, request.query)
+    user = cluster.authn.authenticate(bearer(request))
+    allowed, code = False, 500
+    try:
+        if user is None:
+            raise ApiError.unauthorized()
+        user = impersonate(cluster, request, user)
+        request[INFO_KEY], request[USER_KEY] = info, user
+        if request.path.startswith("/_emu/"):
+            if not user.is_master:
+                raise ApiError.forbidden(f'forbidden: User "{user.name}" cannot use the emulator control API')
+            response = await handler(request)
+            return response
+        delay = cluster.faults.delay_for(request.method, request.path)
+        if delay:
+            await asyncio.sleep(delay)
+        injected = cluster.faults.error_for(request.method, request.path)
+        if injected:
+            reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[injected.code]
+            headers = {"Retry-After": str(injected.retry_after)} if injected.code in (429, 503) else {}
+            raise ApiError(injected.code, reason, f"injected fault: {reason}", {"retryAfterSeconds": injected.retry_after}, headers)
+        attrs = attributes(info)
+        if info.subresource != "exec":  # exec authorizes itself: it needs two verbs
+            if not cluster.authz.allowed(user, attrs):
+                if user is ANONYMOUS:
+                    raise ApiError.unauthorized()
+                rt = BY_KEY.get((info.api_group, info.resource))
+                raise ApiError.forbidden(forbidden_message(user, attrs), rt, info.name)
+        allowed = True
+        response = await handler(request)
+        code = response.status
+        allowed = code != 403
+        return response
+    except ApiError as err:
+        code = err.code
+        return error_response(err)
+    except web.HTTPException:
+        raise
+    except Exception:  # an emulator bug must still answer like an API server
+        log.exception("internal error on %s %s", request.method, request.path)
+        code = 500
+        return error_response(ApiError(500, "InternalError", "an error on the server has prevented the request from succeeding"))
+    finally:
+        if not request.path.startswith(UNAUDITED):
+            who = user or User("<invalid token>", ())
+            cluster.audit.add(AuditEntry(
+                cluster.clock.now(), who.name, who.groups, request.method, request.path, info.verb, info.api_group,
+                info.resource, info.subresource, info.namespace, info.name, allowed and code not in (401, 403), code))
+
+
+# -- non-resource endpoints -----------------------------------------------------------------------
+async def version(request: web.Request) -> web.Response:
+    return json_response(discovery.VERSION)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def api_root(request: web.Request) -> web.Response:
+    return json_response(discovery.api_versions(f"{request.host}"))
+
+
+async def apis_root(request: web.Request) -> web.Response:
+    return json_response(discovery.api_group_list())
+
+
+# -- resources ------------------------------------------------------------------------------------
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        if request.content_type == protobuf.CONTENT_TYPE:
+            return protobuf.decode_request(raw)
+        if "yaml" in request.content_type:
+            return yaml.safe_load(raw)
+        return json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ApiError.bad_request(f"the request body could not be decoded: {exc}") from exc
+
+
+def _resolve(info: RequestInfo) -> ResourceType:
+    rt = lookup(info.api_group, info.api_version, info.resource)
+    if rt is None:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    if info.subresource and rt.subresource(info.subresource) is None:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    return rt
+
+
+def _list_kind(rt: ResourceType) -> str:
+    return f"{rt.kind}List"
+
+
+async def resource_handler(request: web.Request) -> web.StreamResponse:
+    cluster = request.app[CLUSTER_KEY]
+    info: RequestInfo = request[INFO_KEY]
+    user: User = request[USER_KEY]
+    if not info.is_resource:  # /api/v1, /apis/g, /apis/g/v
+        parts = [p for p in request.path.split("/") if p]
+        doc = (discovery.resource_list("", parts[1]) if parts[0] == "api" and len(parts) == 2
+               else discovery.api_group(parts[1]) if len(parts) == 2
+               else discovery.resource_list(parts[1], parts[2]) if len(parts) == 3 else None)
+        if doc is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return json_response(doc)
+    rt = _resolve(info)
+    ns = info.namespace if rt.namespaced else ""
+    if rt is BY_KEY[("", "namespaces")]:
+        ns = ""
+    if info.subresource == "exec":
+        return await handle_exec(request, cluster, info, user)
+    if rt.virtual:
+        if info.verb != "create":
+            raise ApiError.method_not_allowed()
+        return json_response(cluster.review(rt, info.namespace, await _body(request), user), 201)
+    if info.subresource == "token":
+        if info.verb != "create":
+            raise ApiError.method_not_allowed()
+        return json_response(cluster.token_request(info.namespace, info.name, await _body(request)), 201)
+    if info.subresource == "scale":
+        return await _scale(request, cluster, rt, info, user)
+    verb = info.verb
+    if verb in ("list", "watch", "deletecollection"):
+        accept = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"))
+        if verb == "watch":
+            return await _watch(request, cluster, rt, ns, accept)
+        items = cluster.store.list(rt, ns, accept)
+        if verb == "deletecollection":
+            for item in items:
+                cluster.api_delete(rt, item["metadata"].get("namespace", ""), item["metadata"]["name"])
+            return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": {}, "items": items})
+        return _list_response(request, cluster, rt, items)
+    name = info.name
+    if verb == "get":
+        obj = cluster.store.get(rt, ns, name)
+        return _object_response(request, cluster, rt, obj)
+    if verb == "create":
+        return json_response(cluster.api_create(rt, info.namespace, await _body(request), user), 201)
+    if verb == "update":
+        return json_response(cluster.api_update(rt, ns, name, await _body(request), user, info.subresource))
+    if verb == "patch":
+        current = copy.deepcopy(cluster.store.get(rt, ns, name))
+        body = await _body(request)
+        patched = apply_patch(request.content_type, current, body)
+        # Only a patch that names a resourceVersion asks for optimistic concurrency.
+        has_rv = isinstance(body, dict) and "resourceVersion" in (body.get("metadata") or {})
+        return json_response(cluster.api_update(rt, ns, name, patched, user, info.subresource, check_rv=has_rv))
+    if verb == "delete":
+        return json_response(cluster.api_delete(rt, ns, name))
+    raise ApiError.method_not_allowed()
+
+
+def _wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def _object_response(request: web.Request, cluster: Cluster, rt: ResourceType, obj: dict[str, Any]) -> web.Response:
+    if _wants_table(request):
+        return json_response(table(rt.kind, [obj], cluster.clock, {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                   request.query.get("includeObject", "Metadata")))
+    return json_response(obj)
+
+
+def _list_response(request: web.Request, cluster: Cluster, rt: ResourceType, items: list[dict[str, Any]]) -> web.Response:
+    meta: dict[str, Any] = {"resourceVersion": str(cluster.store.resource_version)}
+    start = 0
+    if request.query.get("continue"):
+        try:
+            start = int(base64.urlsafe_b64decode(request.query["continue"]).decode())
+        except ValueError as exc:
+            raise ApiError.bad_request("invalid continue token") from exc
+    limit = int(request.query.get("limit") or 0)
+    if limit > 0:
+        if start + limit < len(items):
+            meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+        items = items[start:start + limit]
+    if _wants_table(request):
+        return json_response(table(rt.kind, items, cluster.clock, meta, request.query.get("includeObject", "Metadata")))
+    return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": meta, "items": items})
+
+
+async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: str, accept: Any) -> web.StreamResponse:
+    """Events as JSON lines. A resourceVersion older than the retained history gets 410 Gone, as etcd
+    compaction does on a real cluster, so clients must re-list."""
+    store = cluster.store
+    queue = store.subscribe(rt)
+    try:
+        rv_param = request.query.get("resourceVersion", "")
+        backlog: list[dict[str, Any]] = []
+        if rv_param and rv_param != "0":
+            try:
+                since = int(rv_param)
+            except ValueError as exc:
+                raise ApiError.bad_request(f"invalid resourceVersion {rv_param!r}") from exc
+            if since < store.oldest_rv() - 1 and since < store.resource_version:
+                gone = ApiError(410, "Expired", f"too old resource version: {since} ({store.oldest_rv() - 1})")
+                backlog.append({"type": "ERROR", "object": gone.status()})
+            else:
+                backlog.extend({"type": e.type, "object": e.obj} for e in store.events_since(rt, since)
+                               if _in_scope(e.obj, ns) and accept(e.obj))
+        else:
+            backlog.extend({"type": "ADDED", "object": o} for o in store.list(rt, ns, accept))
+        response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        await response.prepare(request)
+        for event in backlog:
+            await response.write(json.dumps(event).encode() + b"\n")
+        if backlog and backlog[0]["type"] == "ERROR":
+            return response
+        timeout = float(request.query.get("timeoutSeconds") or 1800)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except asyncio.TimeoutError:
+                break
+            if event is None:
+                break
+            if _in_scope(event.obj, ns) and accept(event.obj):
+                await response.write(json.dumps({"type": event.type, "object": event.obj}).encode() + b"\n")
+        return response
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    finally:
+        store.unsubscribe(rt, queue)
+
+
+def _in_scope(obj: dict[str, Any], ns: str) -> bool:
+    return not ns or obj["metadata"].get("namespace") == ns
+
+
+async def _scale(request: web.Request, cluster: Cluster, rt: ResourceType, info: RequestInfo,
+                 user: User) -> web.Response:
+    obj = cluster.store.get(rt, info.namespace, info.name)
+    if info.verb in ("update", "patch"):
+        body = await _body(request)
+        current = _scale_of(obj)
+        wanted = apply_patch(request.content_type, current, body) if info.verb == "patch" else body
+        replicas = int((wanted.get("spec") or {}).get("replicas", current["spec"]["replicas"]))
+        new = copy.deepcopy(obj)
+        new["spec"]["replicas"] = replicas
+        obj = cluster.api_update(rt, info.namespace, info.name, new, user, check_rv=False)
+    return json_response(_scale_of(obj))
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    labels = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": ",".join(f"{k}={v}" for k, v in labels.items())},
+    }
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/version", version)
+    app.router.add_get("/version/", version)
+    for path in ("/healthz", "/livez", "/readyz"):
+        app.router.add_get(path, health)
+    app.router.add_get("/api", api_root)
+    app.router.add_get("/api/", api_root)
+    app.router.add_get("/apis", apis_root)
+    app.router.add_get("/apis/", apis_root)
+    app.router.add_route("*", "/api/{tail:.*}", resource_handler)
+    app.router.add_route("*", "/apis/{tail:.*}", resource_handler)

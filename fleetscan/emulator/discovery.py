@@ -1,0 +1,61 @@
+"""/version and the discovery documents kubectl and the Python client read before anything else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .resources import GROUP_VERSIONS, RESOURCES
+
+# The kubectl dispatcher picks its kubectl by the server's minor version; 32 means WebSocket exec.
+VERSION = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "fleetscan-emulator",
+    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.6",
+    "compiler": "gc", "platform": "linux/amd64",
+}
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+def api_group_list() -> dict[str, Any]:
+    groups = []
+    for group, version in GROUP_VERSIONS.items():
+        if not group:
+            continue
+        gv = {"groupVersion": f"{group}/{version}", "version": version}
+        groups.append({"name": group, "versions": [gv], "preferredVersion": gv})
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def api_group(group: str) -> dict[str, Any] | None:
+    version = GROUP_VERSIONS.get(group)
+    if not group or version is None:
+        return None
+    gv = {"groupVersion": f"{group}/{version}", "version": version}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv], "preferredVersion": gv}
+
+
+def resource_list(group: str, version: str) -> dict[str, Any] | None:
+    if GROUP_VERSIONS.get(group) != version:
+        return None
+    entries: list[dict[str, Any]] = []
+    for rt in RESOURCES:
+        if rt.group != group:
+            continue
+        entry: dict[str, Any] = {"name": rt.resource, "singularName": rt.singular, "namespaced": rt.namespaced,
+                                 "kind": rt.kind, "verbs": list(rt.verbs)}
+        if rt.short_names:
+            entry["shortNames"] = list(rt.short_names)
+        if rt.categories:
+            entry["categories"] = list(rt.categories)
+        entries.append(entry)
+        for sub in rt.subresources:
+            item: dict[str, Any] = {"name": f"{rt.resource}/{sub.name}", "singularName": "",
+                                    "namespaced": rt.namespaced, "kind": sub.kind or rt.kind, "verbs": list(sub.verbs)}
+            if sub.group:
+                item.update(group=sub.group, version=sub.version)
+            entries.append(item)
+    gv = f"{group}/{version}" if group else version
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}

@@ -1,0 +1,72 @@
+"""Faults set through the control API: latency, injected errors and dropped exec streams."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Latency:
+    path: re.Pattern[str]
+    seconds: float
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class InjectedError:
+    path: re.Pattern[str]
+    code: int
+    rate: float = 1.0
+    method: str = ""
+    retry_after: int = 1
+    count: int = -1  # how many times it may fire; -1 = unlimited
+
+
+@dataclass
+class Faults:
+    latency: list[Latency] = field(default_factory=list)
+    errors: list[InjectedError] = field(default_factory=list)
+    exec_drop_after_bytes: int | None = None
+    _fired: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def configure(self, spec: dict[str, Any]) -> None:
+        """Replace the fault set: {"latency": [...], "errors": [...], "exec_drop_after_bytes": N}."""
+        latency = [Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
+                   for x in spec.get("latency") or []]
+        errors = []
+        for x in spec.get("errors") or []:
+            code = int(x["code"])
+            if code not in (429, 500, 503):
+                raise ValueError(f"error code {code}: the emulator injects 429, 500 or 503")
+            errors.append(InjectedError(re.compile(x.get("path", ".*")), code, float(x.get("rate", 1.0)),
+                                        x.get("method", "").upper(), int(x.get("retry_after", 1)), int(x.get("count", -1))))
+        with self._lock:
+            self.latency, self.errors = latency, errors
+            self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
+            self._fired.clear()
+            if "seed" in spec:
+                self._random.seed(spec["seed"])
+
+    def clear(self) -> None:
+        self.configure({})
+
+    def delay_for(self, method: str, path: str) -> float:
+        return sum(x.seconds for x in self.latency if (not x.method or x.method == method) and x.path.search(path))
+
+    def error_for(self, method: str, path: str) -> InjectedError | None:
+        with self._lock:
+            for i, x in enumerate(self.errors):
+                if x.method and x.method != method or not x.path.search(path):
+                    continue
+                if x.count >= 0 and self._fired.get(i, 0) >= x.count:
+                    continue
+                if self._random.random() < x.rate:
+                    self._fired[i] = self._fired.get(i, 0) + 1
+                    return x
+        return None

@@ -1,0 +1,70 @@
+"""A Python handle on a running emulator's control API (works for in-process and separate emulators)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class EmulatorControlError(RuntimeError):
+    pass
+
+
+class EmulatorClient:
+    def __init__(self, url: str, ca_pem: bytes, admin_token: str) -> None:
+        self.url = url.rstrip("/")
+        self._token = admin_token
+        self._ctx = ssl.create_default_context(cadata=ca_pem.decode())
+
+    def _call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {self._token}",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self._ctx, timeout=600) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise EmulatorControlError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from exc
+        return json.loads(payload) if payload else None
+
+    def advance_clock(self, seconds: float) -> float:
+        return float(self._call("POST", "/_emu/clock/advance", {"seconds": seconds})["now"])
+
+    def audit(self, **filters: str) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({k: v for k, v in filters.items() if v is not None})
+        return list(self._call("GET", "/_emu/audit" + (f"?{query}" if query else ""))["items"])
+
+    def clear_audit(self) -> None:
+        self._call("DELETE", "/_emu/audit")
+
+    def set_faults(self, *, latency: list[dict[str, Any]] | None = None, errors: list[dict[str, Any]] | None = None,
+                   exec_drop_after_bytes: int | None = None, seed: int | None = None) -> None:
+        """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex, "code": 429|500|503,
+        "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes: cut exec streams after N bytes."""
+        spec: dict[str, Any] = {"latency": latency or [], "errors": errors or [],
+                                "exec_drop_after_bytes": exec_drop_after_bytes}
+        if seed is not None:
+            spec["seed"] = seed
+        self._call("PUT", "/_emu/faults", spec)
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_emu/faults")
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._call("POST", "/_emu/pods/delete", {"namespace": namespace, "name": name})
+
+    def add_user(self, name: str, groups: list[str] | None = None) -> str:
+        """A bearer token for a static identity (bind RBAC to the User `name` or its groups)."""
+        return str(self._call("POST", "/_emu/users", {"name": name, "groups": groups or []})["token"])
+
+    def settings(self, *, exec_requires_create: bool | None = None) -> dict[str, Any]:
+        body = {} if exec_requires_create is None else {"exec_requires_create": exec_requires_create}
+        return dict(self._call("POST", "/_emu/settings", body))
+
+    def load_scenario(self, text: str) -> dict[str, int]:
+        return dict(self._call("POST", "/_emu/scenario", raw=text.encode()))

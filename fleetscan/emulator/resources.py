@@ -1,0 +1,110 @@
+"""The API resources the emulator serves: the single table discovery, routing and RBAC read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ = ("get", "list", "watch")
+CRUD = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class Subresource:
+    name: str
+    kind: str
+    verbs: tuple[str, ...]
+    group: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    group: str
+    version: str
+    resource: str
+    kind: str
+    namespaced: bool
+    singular: str
+    short_names: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = CRUD
+    subresources: tuple[Subresource, ...] = ()
+    categories: tuple[str, ...] = ()
+    # Create-only "virtual" resources (reviews): never stored.
+    virtual: bool = False
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group, self.resource)
+
+    def subresource(self, name: str) -> Subresource | None:
+        return next((s for s in self.subresources if s.name == name), None)
+
+
+_REVIEW = ("create",)
+_APPS_SUBS = (
+    Subresource("status", "", ("get", "patch", "update")),
+    Subresource("scale", "Scale", ("get", "patch", "update"), "autoscaling", "v1"),
+)
+
+RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "namespaces", "Namespace", False, "namespace", ("ns",),
+                 ("create", "delete", "get", "list", "patch", "update", "watch"),
+                 (Subresource("status", "Namespace", ("get", "patch", "update")),
+                  Subresource("finalize", "Namespace", ("update",)))),
+    ResourceType("", "v1", "pods", "Pod", True, "pod", ("po",), CRUD,
+                 (Subresource("exec", "PodExecOptions", ("create", "get")),
+                  Subresource("ephemeralcontainers", "Pod", ("get", "patch", "update")),
+                  Subresource("status", "Pod", ("get", "patch", "update"))),
+                 ("all",)),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",), CRUD,
+                 (Subresource("token", "TokenRequest", ("create",), "authentication.k8s.io", "v1"),)),
+    ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+    ResourceType("apps", "v1", "deployments", "Deployment", True, "deployment", ("deploy",), CRUD,
+                 _APPS_SUBS, ("all",)),
+    ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ("rs",), CRUD,
+                 _APPS_SUBS, ("all",)),
+    ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, "statefulset", ("sts",), CRUD,
+                 _APPS_SUBS, ("all",)),
+    ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ("ds",), CRUD,
+                 (_APPS_SUBS[0],), ("all",)),
+    ResourceType("batch", "v1", "jobs", "Job", True, "job", (), CRUD,
+                 (Subresource("status", "Job", ("get", "patch", "update")),), ("all",)),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False,
+                 "clusterrolebinding"),
+    ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
+                 False, "selfsubjectaccessreview", (), _REVIEW, virtual=True),
+    ResourceType("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview",
+                 False, "selfsubjectrulesreview", (), _REVIEW, virtual=True),
+    ResourceType("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview",
+                 False, "subjectaccessreview", (), _REVIEW, virtual=True),
+    ResourceType("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview",
+                 True, "localsubjectaccessreview", (), _REVIEW, virtual=True),
+    ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, "tokenreview",
+                 (), _REVIEW, virtual=True),
+    ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
+                 "selfsubjectreview", (), _REVIEW, virtual=True),
+)
+
+BY_KEY: dict[tuple[str, str], ResourceType] = {r.key: r for r in RESOURCES}
+BY_KIND: dict[tuple[str, str], ResourceType] = {(r.group, r.kind): r for r in RESOURCES}
+GROUP_VERSIONS: dict[str, str] = {r.group: r.version for r in RESOURCES}
+
+
+def lookup(group: str, version: str, resource: str) -> ResourceType | None:
+    found = BY_KEY.get((group, resource))
+    return found if found and found.version == version else None
+
+
+def by_kind(kind: str) -> ResourceType:
+    """The resource for a workload kind named in a scenario or an ownerReference."""
+    for r in RESOURCES:
+        if r.kind == kind and not r.virtual:
+            return r
+    raise KeyError(kind)

@@ -1,0 +1,251 @@
+"""The container runtime: real processes in real PID and mount namespaces, one overlay per container.
+
+Every container gets a long-lived main process started by the static helper (`native/ctr.c`):
+its own PID namespace (or the pod's shared one, or its target's for an ephemeral container), a
+private mount namespace with an overlay over the image folder, /proc and /dev, a chroot, and the
+uid, gid and capabilities of its securityContext. Exec enters that process's namespaces. So
+`/proc/<pid>/root` and its permission checks are the kernel's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .images import DEFAULT_PATH, Image
+
+log = logging.getLogger(__name__)
+
+CAPS = {name: i for i, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+))}
+# containerd's default set (no SYS_PTRACE: a container cannot read other processes' roots).
+DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+ALL_CAPS = (1 << len(CAPS)) - 1
+
+
+def _host_bounding_set() -> int:
+    """Capabilities this process may hand out; a sandboxed host may lack some (e.g. SYS_RESOURCE)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapBnd:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return ALL_CAPS
+
+
+HOST_CAPS = _host_bounding_set()
+
+
+class RuntimeError_(Exception):
+    """A container could not be started (shown as the container's waiting reason)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    uid: int = 0
+    gid: int = 0
+    caps: int = 0
+
+    @classmethod
+    def from_security_context(cls, pod_sc: dict[str, Any] | None, ctr_sc: dict[str, Any] | None) -> Credentials:
+        pod_sc, ctr_sc = pod_sc or {}, ctr_sc or {}
+        uid = ctr_sc.get("runAsUser", pod_sc.get("runAsUser", 0))
+        gid = ctr_sc.get("runAsGroup", pod_sc.get("runAsGroup", 0))
+        if ctr_sc.get("privileged"):
+            return cls(int(uid), int(gid), ALL_CAPS)
+        caps = {CAPS[c] for c in DEFAULT_CAPS}
+        spec = ctr_sc.get("capabilities") or {}
+        for name in spec.get("drop") or []:
+            if name.upper() == "ALL":
+                caps.clear()
+            else:
+                caps.discard(CAPS.get(name.upper().removeprefix("CAP_"), -1))
+        for name in spec.get("add") or []:
+            if name.upper() == "ALL":
+                caps = set(CAPS.values())
+            elif name.upper().removeprefix("CAP_") in CAPS:
+                caps.add(CAPS[name.upper().removeprefix("CAP_")])
+        return cls(int(uid), int(gid), sum(1 << c for c in caps))
+
+    def helper_args(self) -> list[str]:
+        return ["-U", str(self.uid), "-G", str(self.gid), "-c", format(self.caps & HOST_CAPS, "x")]
+
+
+@dataclass
+class Container:
+    name: str
+    image: Image
+    creds: Credentials
+    env: dict[str, str]
+    workdir: str
+    pid: int = 0
+    helper: subprocess.Popen[bytes] | None = None
+    directory: Path | None = None
+    started_at: float = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self.helper is not None and self.helper.poll() is None
+
+
+@dataclass
+class Sandbox:
+    """A pod: its folder, its optional shared-PID pause process and its containers."""
+
+    directory: Path
+    share_pid: bool
+    pause: Container | None = None
+    containers: dict[str, Container] = field(default_factory=dict)
+
+
+class Runtime:
+    def __init__(self, workdir: Path, helper: Path) -> None:
+        self._dir = workdir
+        self._helper = helper
+        self._ids = itertools.count(1)
+        self._dir.mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def new_sandbox(self, share_pid: bool) -> Sandbox:
+        directory = self._dir / f"pod-{next(self._ids):06d}"
+        directory.mkdir()
+        sandbox = Sandbox(directory, share_pid)
+        if share_pid:
+            # PID 1 of the pod, chrooted into an empty folder: /proc/1/root shows nothing of the host.
+            empty = directory / "pause-root"
+            empty.mkdir()
+            pause = Container("POD", Image("pause", empty, None, (), "scratch"), Credentials(caps=0), {}, "/")
+            self.launch(sandbox, pause, new_pid_ns=True, overlay=False)
+            self.wait_ready(pause)
+            sandbox.pause = pause
+        return sandbox
+
+    def launch(self, sandbox: Sandbox, ctr: Container, *, target: Container | None = None,
+               new_pid_ns: bool = False, overlay: bool = True, command: list[str] | None = None) -> None:
+        """Spawn the container's helper; `wait_ready` then collects its PID (start many, then wait)."""
+        ctr.directory = sandbox.directory / f"{ctr.name}-{next(self._ids)}"
+        ctr.directory.mkdir()
+        args = [str(self._helper), "start"]
+        if overlay:
+            merged, upper, work = (ctr.directory / d for d in ("rootfs", "upper", "work"))
+            for d in (merged, upper, work):
+                d.mkdir()
+            args += ["-r", str(merged), "-l", str(ctr.image.rootfs), "-u", str(upper), "-w", str(work)]
+        else:
+            args += ["-r", str(ctr.image.rootfs)]
+        join = target or sandbox.pause
+        if join is not None:
+            args += ["-j", str(join.pid)]
+        elif new_pid_ns or not sandbox.share_pid:
+            args += ["-P"]
+        args += ctr.creds.helper_args()
+        entry = command or list(ctr.image.entrypoint or ())
+        if entry:
+            args += ["--", *entry]
+        log_file = open(ctr.directory / "log", "ab")
+        try:
+            ctr.helper = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+                env=ctr.env | {"PATH": ctr.env.get("PATH", DEFAULT_PATH)}, close_fds=True,
+            )
+        finally:
+            log_file.close()
+
+    def wait_ready(self, ctr: Container, timeout: float = 15.0) -> None:
+        assert ctr.helper is not None and ctr.helper.stdout is not None
+        out = ctr.helper.stdout
+        ready, _, _ = select.select([out], [], [], timeout)
+        line = out.readline() if ready else b""
+        out.close()
+        if not line.strip().isdigit():
+            ctr.helper.kill()
+            ctr.helper.wait()
+            reason = self.log_tail(ctr) or "the container helper did not start in time"
+            raise RuntimeError_(f"container {ctr.name!r} failed to start: {reason}")
+        ctr.pid = int(line)
+
+    def log_tail(self, ctr: Container, limit: int = 2000) -> str:
+        if ctr.directory is None:
+            return ""
+        try:
+            return (ctr.directory / "log").read_bytes()[-limit:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def stop(self, containers: list[Container]) -> None:
+        # SIGTERM makes each helper SIGKILL its container's main process and reap it.
+        for ctr in containers:
+            if ctr.helper is not None and ctr.helper.poll() is None:
+                ctr.helper.terminate()
+        for ctr in containers:
+            if ctr.helper is None:
+                continue
+            try:
+                ctr.helper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                ctr.helper.kill()
+                ctr.helper.wait()
+
+    def destroy(self, sandbox: Sandbox) -> None:
+        members = list(sandbox.containers.values()) + ([sandbox.pause] if sandbox.pause else [])
+        self.stop(members)
+        shutil.rmtree(sandbox.directory, ignore_errors=True)
+
+    # -- exec -----------------------------------------------------------------------------------
+    async def exec(self, ctr: Container, argv: list[str], *, stdin: bool) -> tuple[asyncio.subprocess.Process, int]:
+        """Start argv inside the container; returns the process and a pipe that says "ENOENT" when
+        argv[0] cannot be executed there (the containerd error case)."""
+        status_r, status_w = os.pipe()
+        args = [str(self._helper), "exec", "-t", str(ctr.pid), *ctr.creds.helper_args(),
+                "-d", ctr.workdir or "/", "-s", str(status_w), "--", *argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w,), env=ctr.env,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        return proc, status_r
+
+
+def sweep_stale(parent: Path, prefix: str) -> None:
+    """Remove work folders of emulators that died without cleaning up (their pid file is stale)."""
+    for folder in parent.glob(f"{prefix}*"):
+        pid_file = folder / "owner.pid"
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except PermissionError:
+            continue  # alive, another user's
+        except (OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)  # dead owner, or a folder never finished
+
+
+def kill_quietly(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,72 @@
+"""`as=Table` responses, so `kubectl get` prints the usual columns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .clock import Clock
+
+Obj = dict[str, Any]
+
+
+def _col(name: str, kind: str = "string", priority: int = 0, fmt: str = "") -> Obj:
+    return {"name": name, "type": kind, "format": fmt, "description": name, "priority": priority}
+
+
+def age(clock: Clock, timestamp: str | None) -> str:
+    if not timestamp:
+        return "<unknown>"
+    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+    seconds = max(0, int(clock.now() - then))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _pod_status(pod: Obj) -> str:
+    for st in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (st.get("state") or {}).get("waiting")
+        if waiting:
+            return str(waiting.get("reason") or "Waiting")
+    return str(pod.get("status", {}).get("phase", "Unknown"))
+
+
+def _cells(kind: str, obj: Obj, clock: Clock) -> tuple[list[Obj], list[Any]]:
+    meta = obj["metadata"]
+    status = obj.get("status") or {}
+    created = age(clock, meta.get("creationTimestamp"))
+    if kind == "Pod":
+        statuses = status.get("containerStatuses") or []
+        ready = sum(1 for s in statuses if s.get("ready"))
+        return ([_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts", "string"),
+                 _col("Age"), _col("IP", priority=1), _col("Node", priority=1)],
+                [meta["name"], f"{ready}/{len(obj['spec'].get('containers') or [])}", _pod_status(obj),
+                 str(sum(int(s.get("restartCount", 0)) for s in statuses)), created,
+                 status.get("podIP", "<none>"), obj["spec"].get("nodeName", "<none>")])
+    if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+        want = obj.get("spec", {}).get("replicas", 1)
+        return ([_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date"), _col("Available"), _col("Age")],
+                [meta["name"], f"{status.get('readyReplicas', 0)}/{want}", status.get("updatedReplicas", 0),
+                 status.get("availableReplicas", 0), created])
+    if kind == "Namespace":
+        return ([_col("Name", fmt="name"), _col("Status"), _col("Age")], [meta["name"], status.get("phase", ""), created])
+    return [_col("Name", fmt="name"), _col("Age")], [meta["name"], created]
+
+
+def table(kind: str, items: list[Obj], clock: Clock, list_meta: Obj, include_object: str) -> Obj:
+    columns: list[Obj] = _cells(kind, {"metadata": {"name": ""}, "spec": {}}, clock)[0]
+    rows = []
+    for obj in items:
+        row: Obj = {"cells": _cells(kind, obj, clock)[1]}
+        if include_object == "Object":
+            row["object"] = obj
+        elif include_object != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+        rows.append(row)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
+            "columnDefinitions": columns, "rows": rows}
