@@ -27,8 +27,8 @@ from .tables import table
 
 log = logging.getLogger(__name__)
 CLUSTER_KEY = web.AppKey("cluster", Cluster)
-INFO_KEY = "fleetscan.info"
-USER_KEY = "fleetscan.user"
+INFO_KEY = web.RequestKey("info", RequestInfo)
+USER_KEY = web.RequestKey("user", User)
 UNAUDITED = ("/_emu/",)
 
 
@@ -352,7 +352,24 @@ def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def openapi_v3(request: web.Request) -> web.Response:
+    tail = request.match_info.get("tail", "").strip("/")
+    if not tail:
+        return json_response(discovery.openapi_index())
+    parts = tail.split("/")
+    doc = None
+    if parts[0] == "api" and len(parts) == 2:
+        doc = discovery.openapi_group_version("", parts[1])
+    elif parts[0] == "apis" and len(parts) == 3:
+        doc = discovery.openapi_group_version(parts[1], parts[2])
+    if doc is None:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    return json_response(doc)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi/v3", openapi_v3)
+    app.router.add_get("/openapi/v3/{tail:.*}", openapi_v3)
     app.router.add_get("/version", version)
     app.router.add_get("/version/", version)
     for path in ("/healthz", "/livez", "/readyz"):

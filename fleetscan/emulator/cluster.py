@@ -41,9 +41,9 @@ _POD_UPDATE_FORBIDDEN = (
 
 
 class Cluster:
-    def __init__(self, workdir: Path, *, exec_requires_create: bool = True) -> None:
+    def __init__(self, workdir: Path, *, exec_requires_create: bool = True, watch_history: int = 10_000) -> None:
         self.clock = Clock()
-        self.store = Store(self.clock)
+        self.store = Store(self.clock, watch_history)
         self.authn = Authenticator(self.store, self.clock)
         self.authz = Authorizer(self.store)
         self.audit = AuditLog()
@@ -307,7 +307,7 @@ class Cluster:
                 raise ApiError.invalid(rt, "", [("spec", "Invalid value: exactly one of nonResourceAttributes or "
                                                          "resourceAttributes must be specified")])
             allowed = self.authz.allowed(subject, attrs)
-            out["status"] = {"allowed": allowed} | ({} if allowed else {"reason": "no RBAC policy matched"})
+            out["status"] = {"allowed": allowed}
         elif rt.resource == "selfsubjectrulesreviews":
             rules = self.authz.rules_for(user, spec.get("namespace", ""))
             if user.is_master:

@@ -59,3 +59,39 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             entries.append(item)
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": entries}
+
+
+# -- OpenAPI v3, just enough for kubectl ----------------------------------------------------------
+# kubectl validates manifests server-side when the OpenAPI v3 document of a group-version lists a
+# `fieldValidation` query parameter on the kind's PATCH operation; otherwise it wants full schemas.
+OPENAPI_HASH = "fleetscan-emulator-1"
+
+
+def _gv_path(group: str, version: str) -> str:
+    return f"apis/{group}/{version}" if group else f"api/{version}"
+
+
+def openapi_index() -> dict[str, Any]:
+    return {"paths": {
+        _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={OPENAPI_HASH}"}
+        for g, v in GROUP_VERSIONS.items()
+    }}
+
+
+def openapi_group_version(group: str, version: str) -> dict[str, Any] | None:
+    if GROUP_VERSIONS.get(group) != version:
+        return None
+    field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+    paths: dict[str, Any] = {}
+    for rt in RESOURCES:
+        if rt.group != group or rt.virtual:
+            continue
+        scope = "/namespaces/{namespace}" if rt.namespaced else ""
+        gvk = {"group": group, "version": version, "kind": rt.kind}
+        paths[f"/{_gv_path(group, version)}{scope}/{rt.resource}/{{name}}"] = {"patch": {
+            "operationId": f"patch{rt.kind}", "parameters": [field_validation],
+            "responses": {"200": {"description": "OK"}},
+            "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+        }}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION["gitVersion"]}, "paths": paths,
+            "components": {"schemas": {}}}

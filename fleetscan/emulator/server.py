@@ -56,7 +56,9 @@ class Emulator:
     """
 
     def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 exec_requires_create: bool = True, workdir_parent: str | None = None) -> None:
+                 exec_requires_create: bool = True, workdir_parent: str | None = None,
+                 watch_history: int = 10_000) -> None:
+        self._watch_history = watch_history
         self._scenario = scenario
         self._host = host
         self._port = port
@@ -107,7 +109,8 @@ class Emulator:
         runner: web.AppRunner | None = None
         try:
             self.cert = mint_serving_cert()
-            self.cluster = Cluster(self.workdir, exec_requires_create=self._exec_requires_create)
+            self.cluster = Cluster(self.workdir, exec_requires_create=self._exec_requires_create,
+                                   watch_history=self._watch_history)
             if self._scenario is not None:
                 self.summary = apply_scenario(self.cluster, self._scenario)
             app = web.Application(middlewares=[api.api_middleware], client_max_size=64 * 1024 * 1024)

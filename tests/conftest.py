@@ -1,0 +1,70 @@
+"""Shared fixtures: emulators over real HTTPS, the official kubernetes client, and real kubectl."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from fleetscan.emulator.scenario import load_scenario, parse_scenario
+from fleetscan.emulator.server import Emulator
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_emulator() -> Iterator[Emulator]:
+    """The bundled demo fleet; tests must not change the clock or faults on it."""
+    with Emulator(load_scenario("demo")) as emu:
+        yield emu
+
+
+@pytest.fixture()
+def fresh_emulator() -> Iterator[Emulator]:
+    """A private emulator for tests that advance the clock, inject faults or mutate heavily."""
+    with Emulator(parse_scenario((DATA / "small.yaml").read_text(), "small.yaml")) as emu:
+        yield emu
+
+
+def api_client(emu: Emulator, tmp_path: Path, token: str | None = None) -> client.ApiClient:
+    path = emu.write_kubeconfig(tmp_path / f"kc-{os.urandom(4).hex()}", token)
+    return config.new_client_from_config(str(path))
+
+
+@pytest.fixture()
+def admin(demo_emulator: Emulator, tmp_path: Path) -> client.ApiClient:
+    return api_client(demo_emulator, tmp_path)
+
+
+@dataclass
+class Kubectl:
+    kubeconfig: Path
+    cache: Path
+
+    def __call__(self, *args: str, stdin: bytes | None = None, check: bool = False,
+                 timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
+            input=stdin, capture_output=True, timeout=timeout, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.decode()}")
+        return proc
+
+
+def make_kubectl(emu: Emulator, tmp_path: Path, token: str | None = None) -> Kubectl:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    path = emu.write_kubeconfig(tmp_path / f"kubectl-{os.urandom(4).hex()}", token)
+    return Kubectl(path, tmp_path / "kube-cache")
+
+
+@pytest.fixture()
+def kubectl(demo_emulator: Emulator, tmp_path: Path) -> Kubectl:
+    return make_kubectl(demo_emulator, tmp_path)
