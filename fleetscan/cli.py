@@ -13,10 +13,12 @@ from . import __version__
 
 EX_USAGE = 64
 
-app = typer.Typer(help="Compliance scanning inside running containers, fleet-wide, on Kubernetes.",
-                  no_args_is_help=True, add_completion=False)
-emulator_app = typer.Typer(help="The embedded Kubernetes API emulator (demo, tests, benchmarks).",
-                           no_args_is_help=True)
+app = typer.Typer(
+    help="Compliance scanning inside running containers, fleet-wide, on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+emulator_app = typer.Typer(help="The embedded Kubernetes API emulator (demo, tests, benchmarks).", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 
 
@@ -44,8 +46,11 @@ def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: 
     def ready(emu: Emulator) -> None:
         emu.write_kubeconfig(kubeconfig_out)
         s = emu.summary
-        typer.echo(f"emulator ready at {emu.url}: {s.get('namespaces', 0)} namespaces, {s.get('pods', 0)} pods, "
-                   f"{s.get('containers', 0)} containers", err=True)
+        typer.echo(
+            f"emulator ready at {emu.url}: {s.get('namespaces', 0)} namespaces, {s.get('pods', 0)} pods, "
+            f"{s.get('containers', 0)} containers",
+            err=True,
+        )
         typer.echo(f"admin kubeconfig (0600): {kubeconfig_out}", err=True)
         if on_ready_extra:
             on_ready_extra(emu)
@@ -61,7 +66,9 @@ def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: 
 
 @emulator_app.command("serve")
 def emulator_serve(
-    kubeconfig_out: Annotated[Path, typer.Option("--kubeconfig-out", help="Write the admin kubeconfig here once ready.")],
+    kubeconfig_out: Annotated[
+        Path, typer.Option("--kubeconfig-out", help="Write the admin kubeconfig here once ready.")
+    ],
     scenario: Annotated[str, typer.Option(help="`demo` or a scenario YAML file.")] = "demo",
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 0,
 ) -> None:
@@ -94,21 +101,18 @@ def demo(
     _serve("demo", kubeconfig_out, port, explain)
 
 
+# typer vendors click; its UsageError is reachable through the public BadParameter.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        # Without standalone mode click returns an Exit's code instead of raising it.
+        result = app(standalone_mode=False)
+    except _USAGE_ERROR as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(EX_USAGE)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.UsageError):
-            exc.show()
-            sys.exit(EX_USAGE)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    sys.exit(result if isinstance(result, int) else 0)

@@ -17,5 +17,8 @@ class InputFileError(UsageError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        super().__init__(f"{path}: " + "; ".join(problems) if len(problems) == 1 else
-                         f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems))
+        super().__init__(
+            f"{path}: " + "; ".join(problems)
+            if len(problems) == 1
+            else f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems)
+        )

@@ -47,11 +47,15 @@ class Kubectl:
     kubeconfig: Path
     cache: Path
 
-    def __call__(self, *args: str, stdin: bytes | None = None, check: bool = False,
-                 timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    def __call__(
+        self, *args: str, stdin: bytes | None = None, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
         proc = subprocess.run(
             ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
-            input=stdin, capture_output=True, timeout=timeout, check=False,
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.decode()}")

@@ -31,11 +31,14 @@ def claims(token: str) -> dict:
 def grant(admin: client.ApiClient, ns: str, sa: str, rules: list[dict], name: str = "scanner") -> None:
     rbac = client.RbacAuthorizationV1Api(admin)
     rbac.create_namespaced_role(ns, {"metadata": {"name": name}, "rules": rules})
-    rbac.create_namespaced_role_binding(ns, {
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-    })
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
+        },
+    )
 
 
 @pytest.fixture()
@@ -44,10 +47,15 @@ def scanner(fresh_emulator: Emulator, tmp_path: Path) -> tuple[client.ApiClient,
     admin = api_client(fresh_emulator, tmp_path)
     core = client.CoreV1Api(admin)
     core.create_namespaced_service_account("alpha", {"metadata": {"name": "scanner"}})
-    grant(admin, "alpha", "scanner", [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"], "resourceNames": ["one"]},
-    ])
+    grant(
+        admin,
+        "alpha",
+        "scanner",
+        [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"], "resourceNames": ["one"]},
+        ],
+    )
     return admin, api_client(fresh_emulator, tmp_path, token_for(core, "alpha", "scanner", 900))
 
 
@@ -69,19 +77,25 @@ def test_token_request_lifetimes(fresh_emulator: Emulator, tmp_path: Path) -> No
     assert err.value.status == 404
 
 
-@pytest.mark.parametrize(("verb", "namespace", "name", "allowed"), [
-    ("get", "alpha", "one", True),
-    ("list", "alpha", "", True),
-    ("delete", "alpha", "one", False),
-    ("list", "beta", "", False),
-    ("get", "beta", "three", False),
-])
-def test_rbac_rest_matrix(scanner: tuple[client.ApiClient, client.ApiClient], verb: str, namespace: str,
-                          name: str, allowed: bool) -> None:
+@pytest.mark.parametrize(
+    ("verb", "namespace", "name", "allowed"),
+    [
+        ("get", "alpha", "one", True),
+        ("list", "alpha", "", True),
+        ("delete", "alpha", "one", False),
+        ("list", "beta", "", False),
+        ("get", "beta", "three", False),
+    ],
+)
+def test_rbac_rest_matrix(
+    scanner: tuple[client.ApiClient, client.ApiClient], verb: str, namespace: str, name: str, allowed: bool
+) -> None:
     core = client.CoreV1Api(scanner[1])
-    call = {"get": lambda: core.read_namespaced_pod(name, namespace),
-            "list": lambda: core.list_namespaced_pod(namespace),
-            "delete": lambda: core.delete_namespaced_pod(name, namespace)}[verb]
+    call = {
+        "get": lambda: core.read_namespaced_pod(name, namespace),
+        "list": lambda: core.list_namespaced_pod(namespace),
+        "delete": lambda: core.delete_namespaced_pod(name, namespace),
+    }[verb]
     if allowed:
         call()
         return
@@ -112,21 +126,29 @@ def test_exec_needs_get_and_create(fresh_emulator: Emulator, tmp_path: Path) -> 
     limited = client.CoreV1Api(api_client(fresh_emulator, tmp_path, token_for(core, "alpha", "getonly", 900)))
     with pytest.raises(ApiException) as err:
         run(limited, "alpha", "one", ["true"])
-    assert 'cannot create resource' in err.value.reason
+    assert "cannot create resource" in err.value.reason
     fresh_emulator.client().settings(exec_requires_create=False)  # Kubernetes before 1.35
     assert run(limited, "alpha", "one", ["true"])[0]["status"] == "Success"
 
 
-def test_expired_token_gets_401_on_rest_and_exec(scanner: tuple[client.ApiClient, client.ApiClient],
-                                                  fresh_emulator: Emulator) -> None:
+def test_expired_token_gets_401_on_rest_and_exec(
+    scanner: tuple[client.ApiClient, client.ApiClient], fresh_emulator: Emulator
+) -> None:
     core = client.CoreV1Api(scanner[1])
     core.read_namespaced_pod("one", "alpha")
     fresh_emulator.client().advance_clock(901)
     with pytest.raises(ApiException) as err:
         core.read_namespaced_pod("one", "alpha")
     assert err.value.status == 401
-    assert json.loads(err.value.body) == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                          "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
+    assert json.loads(err.value.body) == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Unauthorized",
+        "reason": "Unauthorized",
+        "code": 401,
+    }
     with pytest.raises(ApiException) as err:
         run(core, "alpha", "one", ["true"])
     assert "Handshake status 401" in err.value.reason
@@ -151,42 +173,77 @@ def test_role_escalation_is_refused(fresh_emulator: Emulator, tmp_path: Path) ->
     admin = api_client(fresh_emulator, tmp_path)
     core = client.CoreV1Api(admin)
     core.create_namespaced_service_account("alpha", {"metadata": {"name": "manager"}})
-    grant(admin, "alpha", "manager", [
-        {"apiGroups": [RBAC], "resources": ["roles", "rolebindings"], "verbs": ["create", "delete"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
-    ], "manager")
+    grant(
+        admin,
+        "alpha",
+        "manager",
+        [
+            {"apiGroups": [RBAC], "resources": ["roles", "rolebindings"], "verbs": ["create", "delete"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        ],
+        "manager",
+    )
     rbac = client.RbacAuthorizationV1Api(api_client(fresh_emulator, tmp_path, token_for(core, "alpha", "manager", 900)))
-    rbac.create_namespaced_role("alpha", {"metadata": {"name": "ok"}, "rules": [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["one"]}]})
+    rbac.create_namespaced_role(
+        "alpha",
+        {
+            "metadata": {"name": "ok"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["one"]}],
+        },
+    )
     with pytest.raises(ApiException) as err:
-        rbac.create_namespaced_role("alpha", {"metadata": {"name": "too-much"}, "rules": [
-            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]})
+        rbac.create_namespaced_role(
+            "alpha",
+            {
+                "metadata": {"name": "too-much"},
+                "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}],
+            },
+        )
     body = json.loads(err.value.body)
     assert err.value.status == 403
     assert "is attempting to grant RBAC permissions not currently held" in body["message"]
     assert '{APIGroups:[""], Resources:["pods/exec"], Verbs:["create"]}' in body["message"]
     # Binding a role that holds more than the caller is refused too (no `bind` verb).
     with pytest.raises(ApiException) as err:
-        rbac.create_namespaced_role_binding("alpha", {
-            "metadata": {"name": "sneaky"}, "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "admin"},
-            "subjects": [{"kind": "ServiceAccount", "name": "manager", "namespace": "alpha"}]})
+        rbac.create_namespaced_role_binding(
+            "alpha",
+            {
+                "metadata": {"name": "sneaky"},
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "manager", "namespace": "alpha"}],
+            },
+        )
     assert err.value.status == 403
     # With `escalate`, the same role is accepted.
-    client.RbacAuthorizationV1Api(admin).patch_namespaced_role("manager", "alpha", {"rules": [
-        {"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["create", "escalate"]}]})
-    rbac.create_namespaced_role("alpha", {"metadata": {"name": "too-much"}, "rules": [
-        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]})
+    client.RbacAuthorizationV1Api(admin).patch_namespaced_role(
+        "manager", "alpha", {"rules": [{"apiGroups": [RBAC], "resources": ["roles"], "verbs": ["create", "escalate"]}]}
+    )
+    rbac.create_namespaced_role(
+        "alpha",
+        {
+            "metadata": {"name": "too-much"},
+            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}],
+        },
+    )
 
 
 def test_cluster_roles_and_groups(fresh_emulator: Emulator, tmp_path: Path) -> None:
     admin = api_client(fresh_emulator, tmp_path)
     token = fresh_emulator.client().add_user("auditor", ["auditors"])
     rbac = client.RbacAuthorizationV1Api(admin)
-    rbac.create_cluster_role({"metadata": {"name": "pod-reader"}, "rules": [
-        {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]}]})
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": "auditors"}, "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "pod-reader"},
-        "subjects": [{"kind": "Group", "name": "auditors"}]})
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list"]}],
+        }
+    )
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": "auditors"},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "pod-reader"},
+            "subjects": [{"kind": "Group", "name": "auditors"}],
+        }
+    )
     core = client.CoreV1Api(api_client(fresh_emulator, tmp_path, token))
     assert len(core.list_pod_for_all_namespaces().items) == 3
     with pytest.raises(ApiException) as err:
@@ -198,16 +255,28 @@ def test_self_subject_access_review(scanner: tuple[client.ApiClient, client.ApiC
     authz = client.AuthorizationV1Api(scanner[1])
 
     def can(verb: str, resource: str, sub: str = "", name: str = "") -> bool:
-        review = authz.create_self_subject_access_review({"spec": {"resourceAttributes": {
-            "namespace": "alpha", "verb": verb, "resource": resource, "subresource": sub, "name": name}}})
+        review = authz.create_self_subject_access_review(
+            {
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": "alpha",
+                        "verb": verb,
+                        "resource": resource,
+                        "subresource": sub,
+                        "name": name,
+                    }
+                }
+            }
+        )
         return bool(review.status.allowed)
 
     assert can("create", "pods", "exec", "one") and not can("create", "pods", "exec", "two")
     assert can("list", "pods") and not can("delete", "pods", name="one")
 
 
-def test_audit_log_records_every_decision(scanner: tuple[client.ApiClient, client.ApiClient],
-                                          fresh_emulator: Emulator) -> None:
+def test_audit_log_records_every_decision(
+    scanner: tuple[client.ApiClient, client.ApiClient], fresh_emulator: Emulator
+) -> None:
     handle = fresh_emulator.client()
     handle.clear_audit()
     core = client.CoreV1Api(scanner[1])
@@ -216,4 +285,6 @@ def test_audit_log_records_every_decision(scanner: tuple[client.ApiClient, clien
         core.list_namespaced_pod("beta")
     entries = handle.audit(user="system:serviceaccount:alpha:scanner")
     assert [(e["verb"], e["resource"], e["namespace"], e["allowed"], e["code"]) for e in entries] == [
-        ("list", "pods", "alpha", True, 200), ("list", "pods", "beta", False, 403)]
+        ("list", "pods", "alpha", True, 200),
+        ("list", "pods", "beta", False, 403),
+    ]

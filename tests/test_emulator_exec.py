@@ -18,12 +18,30 @@ from fleetscan.emulator.server import Emulator
 from .conftest import api_client
 
 
-def run(core: client.CoreV1Api, ns: str, pod: str, argv: list[str], *, container: str | None = None,
-        stdin: bytes | None = None) -> tuple[dict, bytes, bytes]:
+def run(
+    core: client.CoreV1Api,
+    ns: str,
+    pod: str,
+    argv: list[str],
+    *,
+    container: str | None = None,
+    stdin: bytes | None = None,
+) -> tuple[dict, bytes, bytes]:
     """(status from channel 3, stdout, stderr), parsed here rather than through `returncode`."""
     kwargs = {"container": container} if container else {}
-    ws = stream(core.connect_get_namespaced_pod_exec, pod, ns, command=argv, stderr=True, stdout=True,
-                stdin=stdin is not None, tty=False, _preload_content=False, binary=True, **kwargs)
+    ws = stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        ns,
+        command=argv,
+        stderr=True,
+        stdout=True,
+        stdin=stdin is not None,
+        tty=False,
+        _preload_content=False,
+        binary=True,
+        **kwargs,
+    )
     if stdin is not None:
         ws.write_stdin(stdin)
         ws.close_channel(0)
@@ -44,8 +62,9 @@ def test_exit_codes_and_streams(admin: client.ApiClient) -> None:
     status, _, _ = run(core, "shop", "web-7d9f-abcde", ["sh", "-c", "exit 3"])
     assert status["reason"] == "NonZeroExitCode"
     assert status["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
-    assert status["message"] == ("command terminated with non-zero exit code: error executing command "
-                                 "[sh -c exit 3], exit code 3")
+    assert status["message"] == (
+        "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
+    )
 
 
 def test_stdin_round_trip(admin: client.ApiClient) -> None:
@@ -104,8 +123,12 @@ def test_spdy_post_gets_upgrade_required(demo_emulator: Emulator) -> None:
     ctx = ssl.create_default_context(cadata=demo_emulator.ca_pem.decode())
     req = urllib.request.Request(
         f"{demo_emulator.url}/api/v1/namespaces/shop/pods/web-7d9f-abcde/exec?command=true&stdout=true",
-        method="POST", headers={"Authorization": f"Bearer {demo_emulator.admin_token}",
-                                "X-Stream-Protocol-Version": "v4.channel.k8s.io"})
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {demo_emulator.admin_token}",
+            "X-Stream-Protocol-Version": "v4.channel.k8s.io",
+        },
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, context=ctx)
     assert err.value.code == 400
@@ -117,11 +140,16 @@ def test_v4_subprotocol_is_served(demo_emulator: Emulator, tmp_path: Path) -> No
     import websocket
 
     url = demo_emulator.url.replace("https", "wss") + (
-        "/api/v1/namespaces/shop/pods/web-7d9f-abcde/exec?command=sh&command=-c&command=exit%205&stdout=true")
+        "/api/v1/namespaces/shop/pods/web-7d9f-abcde/exec?command=sh&command=-c&command=exit%205&stdout=true"
+    )
     ca = tmp_path / "ca.pem"
     ca.write_bytes(demo_emulator.ca_pem)
-    ws = websocket.create_connection(url, header=[f"Authorization: Bearer {demo_emulator.admin_token}"],
-                                     subprotocols=["v4.channel.k8s.io"], sslopt={"ca_certs": str(ca)})
+    ws = websocket.create_connection(
+        url,
+        header=[f"Authorization: Bearer {demo_emulator.admin_token}"],
+        subprotocols=["v4.channel.k8s.io"],
+        sslopt={"ca_certs": str(ca)},
+    )
     assert ws.subprotocol == "v4.channel.k8s.io"
     frames = []
     while True:

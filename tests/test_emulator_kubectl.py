@@ -53,10 +53,27 @@ def test_create_token_and_can_i(kubectl: Kubectl) -> None:
 def test_can_i_with_a_scanner_token(fresh_emulator: Emulator, tmp_path: Path) -> None:
     admin = make_kubectl(fresh_emulator, tmp_path)
     admin("create", "serviceaccount", "scanner", "-n", "alpha", check=True)
-    admin("create", "role", "scanner", "-n", "alpha", "--verb=get,create", "--resource=pods,pods/exec",
-          "--resource-name=one", check=True)
-    admin("create", "rolebinding", "scanner", "-n", "alpha", "--role=scanner", "--serviceaccount=alpha:scanner",
-          check=True)
+    admin(
+        "create",
+        "role",
+        "scanner",
+        "-n",
+        "alpha",
+        "--verb=get,create",
+        "--resource=pods,pods/exec",
+        "--resource-name=one",
+        check=True,
+    )
+    admin(
+        "create",
+        "rolebinding",
+        "scanner",
+        "-n",
+        "alpha",
+        "--role=scanner",
+        "--serviceaccount=alpha:scanner",
+        check=True,
+    )
     token = admin("create", "token", "scanner", "-n", "alpha", "--duration=15m", check=True).stdout.decode().strip()
     scanner = make_kubectl(fresh_emulator, tmp_path, token)
     assert scanner("auth", "can-i", "delete", "pods", "-n", "alpha").stdout.strip() == b"no"
@@ -72,8 +89,21 @@ def test_can_i_with_a_scanner_token(fresh_emulator: Emulator, tmp_path: Path) ->
 def test_debug_target_reads_distroless_root(fresh_emulator: Emulator, tmp_path: Path) -> None:
     k = make_kubectl(fresh_emulator, tmp_path)
     k("run", "dl", "-n", "alpha", "--image=gcr.io/distroless/static-debian12", "--restart=Never", check=True)
-    k("debug", "dl", "-n", "alpha", "--image=fleetscan/debug:1.0", "--target=dl", "--profile=general",
-      "-c", "dbg", "--", "sleep", "3600", check=True)
+    k(
+        "debug",
+        "dl",
+        "-n",
+        "alpha",
+        "--image=fleetscan/debug:1.0",
+        "--target=dl",
+        "--profile=general",
+        "-c",
+        "dbg",
+        "--",
+        "sleep",
+        "3600",
+        check=True,
+    )
     out = k("exec", "-n", "alpha", "dl", "-c", "dbg", "--", "cat", "/proc/1/root/etc/os-release", check=True)
     assert b"PRETTY_NAME=Distroless" in out.stdout
     listing = k("exec", "-n", "alpha", "dl", "-c", "dbg", "--", "ls", "/proc/1/root/app", check=True)
@@ -91,15 +121,17 @@ def test_apply_rollout_and_scale(fresh_emulator: Emulator, tmp_path: Path) -> No
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: alpha}\n"
         "spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n"
         "  template:\n    metadata: {labels: {app: web}}\n"
-        "    spec: {containers: [{name: busybox, image: 'busybox:1.36', command: [sleep, '3600']}]}\n")
+        "    spec: {containers: [{name: busybox, image: 'busybox:1.36', command: [sleep, '3600']}]}\n"
+    )
     k("apply", "-f", str(manifest), check=True)
     k("rollout", "status", "deployment/web", "-n", "alpha", "--timeout=30s", check=True)
     pods = k("get", "pods", "-n", "alpha", "-l", "app=web", "-o", "name", check=True).stdout.split()
     assert len(pods) == 2
     k("set", "image", "deployment/web", "-n", "alpha", "busybox=busybox:1.37", check=True)
     k("rollout", "status", "deployment/web", "-n", "alpha", "--timeout=30s", check=True)
-    images = k("get", "pods", "-n", "alpha", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}",
-               check=True).stdout.split()
+    images = k(
+        "get", "pods", "-n", "alpha", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}", check=True
+    ).stdout.split()
     assert images == [b"busybox:1.37", b"busybox:1.37"]
     k("scale", "deployment/web", "-n", "alpha", "--replicas=3", check=True)
     k("rollout", "status", "deployment/web", "-n", "alpha", "--timeout=30s", check=True)

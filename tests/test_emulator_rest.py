@@ -45,7 +45,10 @@ def test_label_and_field_selectors(admin: client.ApiClient) -> None:
     core = client.CoreV1Api(admin)
     web = core.list_namespaced_pod("shop", label_selector="app=web").items
     assert [p.metadata.name for p in web] == ["web-7d9f-abcde", "web-7d9f-fghij", "web-7d9f-klmno"]
-    assert {p.metadata.name for p in core.list_namespaced_pod("staging", label_selector="app in (web,api),track!=canary").items} == {"web-old", "api-preview"}
+    assert {
+        p.metadata.name
+        for p in core.list_namespaced_pod("staging", label_selector="app in (web,api),track!=canary").items
+    } == {"web-old", "api-preview"}
     running = core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items
     assert "broken-image" not in {p.metadata.name for p in running}
     one = core.list_pod_for_all_namespaces(field_selector="metadata.name=api-0,metadata.namespace=shop").items
@@ -75,8 +78,13 @@ def test_error_bodies_are_kubernetes_status(fresh_emulator: Emulator, tmp_path: 
         core.read_namespaced_pod("nope", "alpha")
     assert err.value.status == 404
     assert status_of(err.value) == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": 'pods "nope" not found', "reason": "NotFound", "code": 404,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'pods "nope" not found',
+        "reason": "NotFound",
+        "code": 404,
         "details": {"name": "nope", "group": "", "kind": "pods"},
     }
     body = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
@@ -100,7 +108,8 @@ def test_create_update_and_patches(fresh_emulator: Emulator, tmp_path: Path) -> 
     merged = core.patch_namespaced_service_account("bot", "alpha", {"metadata": {"labels": {"b": "2"}}})
     assert merged.metadata.labels == {"a": "1", "b": "2"} and merged.metadata.resource_version != rv
     patched = core.patch_namespaced_service_account(
-        "bot", "alpha", [{"op": "remove", "path": "/metadata/labels/a"}], _content_type="application/json-patch+json")
+        "bot", "alpha", [{"op": "remove", "path": "/metadata/labels/a"}], _content_type="application/json-patch+json"
+    )
     assert patched.metadata.labels == {"b": "2"}
     stale = {"metadata": {"name": "bot", "resourceVersion": rv}}
     with pytest.raises(ApiException) as err:
@@ -135,14 +144,20 @@ def test_ephemeral_containers_are_append_only(fresh_emulator: Emulator, tmp_path
     assert err.value.status == 422 and "may not be changed" in status_of(err.value)["message"]
     with pytest.raises(ApiException) as err:
         core.patch_namespaced_pod_ephemeralcontainers(
-            "one", "alpha", [{"op": "remove", "path": "/spec/ephemeralContainers/0"}],
-            _content_type="application/json-patch+json")
+            "one",
+            "alpha",
+            [{"op": "remove", "path": "/spec/ephemeralContainers/0"}],
+            _content_type="application/json-patch+json",
+        )
     assert err.value.status == 422
     third = {"name": "dbg3", "image": "busybox", "targetContainerName": "nope"}
     with pytest.raises(ApiException) as err:
         core.patch_namespaced_pod_ephemeralcontainers(
-            "one", "alpha", [{"op": "add", "path": "/spec/ephemeralContainers/-", "value": third}],
-            _content_type="application/json-patch+json")
+            "one",
+            "alpha",
+            [{"op": "add", "path": "/spec/ephemeralContainers/-", "value": third}],
+            _content_type="application/json-patch+json",
+        )
     assert err.value.status == 422 and "targetContainerName" in status_of(err.value)["message"]
 
 
@@ -167,8 +182,10 @@ def test_watch_streams_events_and_resumes(fresh_emulator: Emulator, tmp_path: Pa
     thread.join(30)
     assert ("ADDED", "watched") in seen and seen[-1] == ("DELETED", "watched")
     # Resuming from the old resourceVersion replays what happened since, in order.
-    replay = [(e["type"], e["object"].metadata.name)
-              for e in watch.Watch().stream(core.list_namespaced_pod, "alpha", resource_version=rv, timeout_seconds=1)]
+    replay = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.Watch().stream(core.list_namespaced_pod, "alpha", resource_version=rv, timeout_seconds=1)
+    ]
     assert replay[:2] == [("ADDED", "watched"), ("MODIFIED", "watched")] and replay[-1] == ("DELETED", "watched")
 
 
@@ -179,12 +196,16 @@ def test_watch_from_compacted_version_is_gone(tmp_path: Path) -> None:
         for i in range(10):
             core.create_namespaced_service_account("default", {"metadata": {"name": f"sa{i}"}})
         with pytest.raises(ApiException) as err:
-            for _ in watch.Watch().stream(core.list_namespaced_service_account, "default", resource_version=old,
-                                          timeout_seconds=2):
+            for _ in watch.Watch().stream(
+                core.list_namespaced_service_account, "default", resource_version=old, timeout_seconds=2
+            ):
                 pass
         assert err.value.status == 410
         # A fresh list gives a version the watch can resume from.
         current = core.list_namespaced_service_account("default").metadata.resource_version
-        events = list(watch.Watch().stream(core.list_namespaced_service_account, "default",
-                                           resource_version=current, timeout_seconds=1))
+        events = list(
+            watch.Watch().stream(
+                core.list_namespaced_service_account, "default", resource_version=current, timeout_seconds=1
+            )
+        )
         assert events == []

@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from . import discovery, protobuf
-from .authn import ANONYMOUS, User, service_account_user
 from .audit import AuditEntry
+from .authn import ANONYMOUS, User, service_account_user
 from .cluster import Cluster
 from .errors import ApiError
 from .exec_ws import handle_exec
@@ -33,8 +34,12 @@ UNAUDITED = ("/_emu/",)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
-                        content_type="application/json", headers=headers)
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -48,13 +53,23 @@ def forbidden_message(user: User, a: Attributes) -> str:
     target = f'{qualified} "{a.name}"' if a.name else qualified
     full = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
     scope = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
-    return (f'{target} is forbidden: User "{user.name}" cannot {a.verb} resource "{full}" in API group '
-            f'"{a.api_group}" {scope}')
+    return (
+        f'{target} is forbidden: User "{user.name}" cannot {a.verb} resource "{full}" in API group '
+        f'"{a.api_group}" {scope}'
+    )
 
 
 def attributes(info: RequestInfo) -> Attributes:
-    return Attributes(info.verb, info.namespace, info.api_group, info.resource, info.subresource, info.name,
-                      info.is_resource, info.path)
+    return Attributes(
+        info.verb,
+        info.namespace,
+        info.api_group,
+        info.resource,
+        info.subresource,
+        info.name,
+        info.is_resource,
+        info.path,
+    )
 
 
 def bearer(request: web.Request) -> str | None:
@@ -76,10 +91,10 @@ def impersonate(cluster: Cluster, request: web.Request, user: User) -> User:
         checks.append(Attributes("impersonate", ns, "", "serviceaccounts", name=sa))
         target = service_account_user(ns, sa)
         if groups:
-            target = User(name, tuple(groups) + ("system:authenticated",))
+            target = User(name, (*groups, "system:authenticated"))
     else:
         checks.append(Attributes("impersonate", "", "", "users", name=name))
-        target = User(name, tuple(groups) + ("system:authenticated",))
+        target = User(name, (*groups, "system:authenticated"))
     checks += [Attributes("impersonate", "", "", "groups", name=g) for g in groups]
     for attrs in checks:
         if not cluster.authz.allowed(user, attrs):
@@ -88,7 +103,7 @@ def impersonate(cluster: Cluster, request: web.Request, user: User) -> User:
 
 
 @web.middleware
-async def api_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     cluster = request.app[CLUSTER_KEY]
     info = parse(request.method, request.path, request.query)
     user = cluster.authn.authenticate(bearer(request))
@@ -101,8 +116,7 @@ async def api_middleware(request: web.Request, handler: Any) -> web.StreamRespon
         if request.path.startswith("/_emu/"):
             if not user.is_master:
                 raise ApiError.forbidden(f'forbidden: User "{user.name}" cannot use the emulator control API')
-            response = await handler(request)
-            return response
+            return await handler(request)
         delay = cluster.faults.delay_for(request.method, request.path)
         if delay:
             await asyncio.sleep(delay)
@@ -110,14 +124,16 @@ async def api_middleware(request: web.Request, handler: Any) -> web.StreamRespon
         if injected:
             reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[injected.code]
             headers = {"Retry-After": str(injected.retry_after)} if injected.code in (429, 503) else {}
-            raise ApiError(injected.code, reason, f"injected fault: {reason}", {"retryAfterSeconds": injected.retry_after}, headers)
+            raise ApiError(
+                injected.code, reason, f"injected fault: {reason}", {"retryAfterSeconds": injected.retry_after}, headers
+            )
         attrs = attributes(info)
-        if info.subresource != "exec":  # exec authorizes itself: it needs two verbs
-            if not cluster.authz.allowed(user, attrs):
-                if user is ANONYMOUS:
-                    raise ApiError.unauthorized()
-                rt = BY_KEY.get((info.api_group, info.resource))
-                raise ApiError.forbidden(forbidden_message(user, attrs), rt, info.name)
+        # exec authorizes itself: it needs two verbs
+        if info.subresource != "exec" and not cluster.authz.allowed(user, attrs):
+            if user is ANONYMOUS:
+                raise ApiError.unauthorized()
+            rt = BY_KEY.get((info.api_group, info.resource))
+            raise ApiError.forbidden(forbidden_message(user, attrs), rt, info.name)
         allowed = True
         response = await handler(request)
         code = response.status
@@ -131,13 +147,29 @@ async def api_middleware(request: web.Request, handler: Any) -> web.StreamRespon
     except Exception:  # an emulator bug must still answer like an API server
         log.exception("internal error on %s %s", request.method, request.path)
         code = 500
-        return error_response(ApiError(500, "InternalError", "an error on the server has prevented the request from succeeding"))
+        return error_response(
+            ApiError(500, "InternalError", "an error on the server has prevented the request from succeeding")
+        )
     finally:
         if not request.path.startswith(UNAUDITED):
             who = user or User("<invalid token>", ())
-            cluster.audit.add(AuditEntry(
-                cluster.clock.now(), who.name, who.groups, request.method, request.path, info.verb, info.api_group,
-                info.resource, info.subresource, info.namespace, info.name, allowed and code not in (401, 403), code))
+            cluster.audit.add(
+                AuditEntry(
+                    cluster.clock.now(),
+                    who.name,
+                    who.groups,
+                    request.method,
+                    request.path,
+                    info.verb,
+                    info.api_group,
+                    info.resource,
+                    info.subresource,
+                    info.namespace,
+                    info.name,
+                    allowed and code not in (401, 403),
+                    code,
+                )
+            )
 
 
 # -- non-resource endpoints -----------------------------------------------------------------------
@@ -191,9 +223,15 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
     user: User = request[USER_KEY]
     if not info.is_resource:  # /api/v1, /apis/g, /apis/g/v
         parts = [p for p in request.path.split("/") if p]
-        doc = (discovery.resource_list("", parts[1]) if parts[0] == "api" and len(parts) == 2
-               else discovery.api_group(parts[1]) if len(parts) == 2
-               else discovery.resource_list(parts[1], parts[2]) if len(parts) == 3 else None)
+        doc = (
+            discovery.resource_list("", parts[1])
+            if parts[0] == "api" and len(parts) == 2
+            else discovery.api_group(parts[1])
+            if len(parts) == 2
+            else discovery.resource_list(parts[1], parts[2])
+            if len(parts) == 3
+            else None
+        )
         if doc is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return json_response(doc)
@@ -250,12 +288,21 @@ def _wants_table(request: web.Request) -> bool:
 
 def _object_response(request: web.Request, cluster: Cluster, rt: ResourceType, obj: dict[str, Any]) -> web.Response:
     if _wants_table(request):
-        return json_response(table(rt.kind, [obj], cluster.clock, {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                   request.query.get("includeObject", "Metadata")))
+        return json_response(
+            table(
+                rt.kind,
+                [obj],
+                cluster.clock,
+                {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                request.query.get("includeObject", "Metadata"),
+            )
+        )
     return json_response(obj)
 
 
-def _list_response(request: web.Request, cluster: Cluster, rt: ResourceType, items: list[dict[str, Any]]) -> web.Response:
+def _list_response(
+    request: web.Request, cluster: Cluster, rt: ResourceType, items: list[dict[str, Any]]
+) -> web.Response:
     meta: dict[str, Any] = {"resourceVersion": str(cluster.store.resource_version)}
     start = 0
     if request.query.get("continue"):
@@ -268,7 +315,7 @@ def _list_response(request: web.Request, cluster: Cluster, rt: ResourceType, ite
         if start + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
             meta["remainingItemCount"] = len(items) - start - limit
-        items = items[start:start + limit]
+        items = items[start : start + limit]
     if _wants_table(request):
         return json_response(table(rt.kind, items, cluster.clock, meta, request.query.get("includeObject", "Metadata")))
     return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": meta, "items": items})
@@ -291,14 +338,17 @@ async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: s
                 gone = ApiError(410, "Expired", f"too old resource version: {since} ({store.oldest_rv() - 1})")
                 backlog.append({"type": "ERROR", "object": gone.status()})
             else:
-                backlog.extend({"type": e.type, "object": e.obj} for e in store.events_since(rt, since)
-                               if _in_scope(e.obj, ns) and accept(e.obj))
+                backlog.extend(
+                    {"type": e.type, "object": e.obj}
+                    for e in store.events_since(rt, since)
+                    if _in_scope(e.obj, ns) and accept(e.obj)
+                )
         else:
             backlog.extend({"type": "ADDED", "object": o} for o in store.list(rt, ns, accept))
         response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await response.prepare(request)
-        for event in backlog:
-            await response.write(json.dumps(event).encode() + b"\n")
+        for line in backlog:
+            await response.write(json.dumps(line).encode() + b"\n")
         if backlog and backlog[0]["type"] == "ERROR":
             return response
         timeout = float(request.query.get("timeoutSeconds") or 1800)
@@ -310,7 +360,7 @@ async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: s
                 break
             try:
                 event = await asyncio.wait_for(queue.get(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if event is None:
                 break
@@ -327,8 +377,9 @@ def _in_scope(obj: dict[str, Any], ns: str) -> bool:
     return not ns or obj["metadata"].get("namespace") == ns
 
 
-async def _scale(request: web.Request, cluster: Cluster, rt: ResourceType, info: RequestInfo,
-                 user: User) -> web.Response:
+async def _scale(
+    request: web.Request, cluster: Cluster, rt: ResourceType, info: RequestInfo, user: User
+) -> web.Response:
     obj = cluster.store.get(rt, info.namespace, info.name)
     if info.verb in ("update", "patch"):
         body = await _body(request)
@@ -344,11 +395,16 @@ async def _scale(request: web.Request, cluster: Cluster, rt: ResourceType, info:
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     labels = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
     return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        },
         "spec": {"replicas": obj["spec"].get("replicas", 1)},
-        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": ",".join(f"{k}={v}" for k, v in labels.items())},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
+        },
     }
 
 

@@ -49,14 +49,12 @@ class Authenticator:
         self._clock = clock
         self._signer = TokenSigner()
         self.admin_token = secrets.token_urlsafe(32)
-        self._static: dict[str, User] = {
-            self.admin_token: User(ADMIN_NAME, ("system:masters", "system:authenticated"))
-        }
+        self._static: dict[str, User] = {self.admin_token: User(ADMIN_NAME, ("system:masters", "system:authenticated"))}
 
     def add_static_user(self, name: str, groups: list[str]) -> str:
         """A bearer token for a fixed identity (like a static token file), for tests and demos."""
         token = secrets.token_urlsafe(32)
-        self._static[token] = User(name, tuple(groups) + ("system:authenticated",))
+        self._static[token] = User(name, (*groups, "system:authenticated"))
         return token
 
     def issue(self, namespace: str, sa: dict[str, Any], seconds: int, audiences: list[str]) -> tuple[str, float]:

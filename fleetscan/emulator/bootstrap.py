@@ -26,35 +26,86 @@ def _binding(name: str, role: str, group: str) -> dict[str, Any]:
 
 def cluster_roles() -> list[dict[str, Any]]:
     workload_groups = ["", "apps", "batch"]
-    workloads = ["pods", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "configmaps",
-                 "serviceaccounts"]
+    workloads = [
+        "pods",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "configmaps",
+        "serviceaccounts",
+    ]
     return [
-        _cluster_role("cluster-admin", [
-            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-            {"nonResourceURLs": ["*"], "verbs": ["*"]},
-        ]),
-        _cluster_role("system:discovery", [{"nonResourceURLs": [
-            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*",
-            "/version", "/version/"], "verbs": ["get"]}]),
-        _cluster_role("system:public-info-viewer", [{"nonResourceURLs": [
-            "/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-        _cluster_role("system:basic-user", [
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-             "verbs": ["create"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
-        ]),
-        _cluster_role("view", [{"apiGroups": workload_groups, "resources": workloads + ["namespaces"],
-                                "verbs": _READ}]),
-        _cluster_role("edit", [
-            {"apiGroups": workload_groups, "resources": workloads, "verbs": _READ + _WRITE},
-            {"apiGroups": [""], "resources": ["pods/exec", "pods/ephemeralcontainers"], "verbs": ["get", "create", "patch"]},
-        ]),
-        _cluster_role("admin", [
-            {"apiGroups": workload_groups, "resources": workloads, "verbs": _READ + _WRITE},
-            {"apiGroups": [""], "resources": ["pods/exec", "pods/ephemeralcontainers", "serviceaccounts/token"],
-             "verbs": ["get", "create", "patch"]},
-            {"apiGroups": [_RBAC], "resources": ["roles", "rolebindings"], "verbs": _READ + _WRITE},
-        ]),
+        _cluster_role(
+            "cluster-admin",
+            [
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                {"nonResourceURLs": ["*"], "verbs": ["*"]},
+            ],
+        ),
+        _cluster_role(
+            "system:discovery",
+            [
+                {
+                    "nonResourceURLs": [
+                        "/api",
+                        "/api/*",
+                        "/apis",
+                        "/apis/*",
+                        "/healthz",
+                        "/livez",
+                        "/readyz",
+                        "/openapi",
+                        "/openapi/*",
+                        "/version",
+                        "/version/",
+                    ],
+                    "verbs": ["get"],
+                }
+            ],
+        ),
+        _cluster_role(
+            "system:public-info-viewer",
+            [{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}],
+        ),
+        _cluster_role(
+            "system:basic-user",
+            [
+                {
+                    "apiGroups": ["authorization.k8s.io"],
+                    "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                    "verbs": ["create"],
+                },
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
+            ],
+        ),
+        _cluster_role(
+            "view", [{"apiGroups": workload_groups, "resources": [*workloads, "namespaces"], "verbs": _READ}]
+        ),
+        _cluster_role(
+            "edit",
+            [
+                {"apiGroups": workload_groups, "resources": workloads, "verbs": _READ + _WRITE},
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods/exec", "pods/ephemeralcontainers"],
+                    "verbs": ["get", "create", "patch"],
+                },
+            ],
+        ),
+        _cluster_role(
+            "admin",
+            [
+                {"apiGroups": workload_groups, "resources": workloads, "verbs": _READ + _WRITE},
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods/exec", "pods/ephemeralcontainers", "serviceaccounts/token"],
+                    "verbs": ["get", "create", "patch"],
+                },
+                {"apiGroups": [_RBAC], "resources": ["roles", "rolebindings"], "verbs": _READ + _WRITE},
+            ],
+        ),
     ]
 
 

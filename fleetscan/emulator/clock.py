@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -25,4 +25,4 @@ class Clock:
     def iso(self, at: float | None = None) -> str:
         """RFC 3339 timestamp in UTC with second precision, as the API server writes them."""
         moment = self.now() if at is None else at
-        return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -94,8 +94,11 @@ class Cluster:
         if rt.namespaced:  # garbage collection of dependents (background cascade)
             uid = obj["metadata"]["uid"]
             for dep_rt in (REPLICASETS, PODS):
-                for dep in self.store.list(dep_rt, namespace, lambda o: any(
-                        r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])):
+                for dep in self.store.list(
+                    dep_rt,
+                    namespace,
+                    lambda o: any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or []),
+                ):
                     self.delete_object(dep_rt, namespace, dep["metadata"]["name"])
             self.refresh_owners(obj)
         return obj
@@ -120,7 +123,8 @@ class Cluster:
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
                 raise ApiError.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
             if self.store.find(NAMESPACES, "", namespace) is None:
                 raise ApiError.not_found(NAMESPACES, namespace)
@@ -143,22 +147,33 @@ class Cluster:
             self.refresh_owners(created)
         return created
 
-    def api_update(self, rt: ResourceType, namespace: str, name: str, body: Obj, user: User,
-                   subresource: str = "", *, check_rv: bool = True) -> Obj:
+    def api_update(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Obj,
+        user: User,
+        subresource: str = "",
+        *,
+        check_rv: bool = True,
+    ) -> Obj:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be an object")
         current = self.store.get(rt, namespace, name)
         meta = body.setdefault("metadata", {})
         if meta.get("name", name) != name:
             raise ApiError.bad_request(
-                f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
         meta["name"] = name
         if rt.namespaced:
             meta["namespace"] = namespace
         rv = meta.get("resourceVersion")
         if check_rv and rv and rv != current["metadata"]["resourceVersion"]:
-            raise ApiError.conflict(rt, name, "the object has been modified; please apply your changes to the "
-                                             "latest version and try again")
+            raise ApiError.conflict(
+                rt, name, "the object has been modified; please apply your changes to the latest version and try again"
+            )
         if subresource == "status":
             new = copy.deepcopy(current)
             new["status"] = body.get("status") or {}
@@ -188,8 +203,16 @@ class Cluster:
             by_name = {c.get("name"): c for c in wanted}
             for i, existing in enumerate(old):
                 if by_name.get(existing["name"]) != existing:
-                    raise ApiError.invalid(PODS, name, [(f"spec.ephemeralContainers[{i}]",
-                                                         f'Forbidden: existing ephemeral containers "{existing["name"]}" may not be changed')])
+                    raise ApiError.invalid(
+                        PODS,
+                        name,
+                        [
+                            (
+                                f"spec.ephemeralContainers[{i}]",
+                                f'Forbidden: existing ephemeral containers "{existing["name"]}" may not be changed',
+                            )
+                        ],
+                    )
             spec = copy.deepcopy(current["spec"])
             spec["ephemeralContainers"] = wanted
             candidate = dict(current, spec=spec)
@@ -206,7 +229,7 @@ class Cluster:
                 c.setdefault("imagePullPolicy", "IfNotPresent")
             new = copy.deepcopy(current)
             new["spec"] = spec
-            self.pods.add_ephemeral(new, wanted[len(old):])
+            self.pods.add_ephemeral(new, wanted[len(old) :])
             return self.store.replace(PODS, new)
         if new_spec and new_spec != current["spec"]:
             merged = copy.deepcopy(current["spec"])
@@ -215,9 +238,14 @@ class Cluster:
             if merged != current["spec"]:
                 raise ApiError.invalid(PODS, name, [("spec", _POD_UPDATE_FORBIDDEN)])
         new = copy.deepcopy(current)
-        new["metadata"] = dict(current["metadata"], **{
-            k: v for k, v in (body.get("metadata") or {}).items()
-            if k in ("labels", "annotations", "ownerReferences", "finalizers")})
+        new["metadata"] = dict(
+            current["metadata"],
+            **{
+                k: v
+                for k, v in (body.get("metadata") or {}).items()
+                if k in ("labels", "annotations", "ownerReferences", "finalizers")
+            },
+        )
         return self.store.replace(PODS, new)
 
     def api_delete(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -244,14 +272,18 @@ class Cluster:
             rules = [Rule.from_dict(r) for r in body.get("rules") or []]
             for i, raw in enumerate(body.get("rules") or []):
                 if not raw.get("verbs"):
-                    raise ApiError.invalid(rt, name, [(f"rules[{i}].verbs", "Required value: verbs must contain at least one value")])
+                    raise ApiError.invalid(
+                        rt, name, [(f"rules[{i}].verbs", "Required value: verbs must contain at least one value")]
+                    )
             if self.authz.allowed(user, Attributes("escalate", namespace, rt.group, rt.resource, name=name)):
                 return
             missing = self.authz.ungranted(user, namespace if rt is ROLES else "", rules)
         elif rt in (ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS):
             ref = body.get("roleRef") or {}
             if ref.get("kind") not in ("Role", "ClusterRole") or not ref.get("name"):
-                raise ApiError.invalid(rt, name, [("roleRef", "Required value: roleRef kind Role or ClusterRole and a name")])
+                raise ApiError.invalid(
+                    rt, name, [("roleRef", "Required value: roleRef kind Role or ClusterRole and a name")]
+                )
             ref_rt = ROLES if ref["kind"] == "Role" else CLUSTER_ROLES
             if self.authz.allowed(user, Attributes("bind", namespace, ref_rt.group, ref_rt.resource, name=ref["name"])):
                 return
@@ -264,8 +296,11 @@ class Cluster:
             groups = " ".join(f'"{g}"' for g in user.groups)
             raise ApiError.forbidden(
                 f'{rt.resource}.{rt.group} "{name}" is forbidden: user "{user.name}" (groups=[{groups}]) is '
-                f"attempting to grant RBAC permissions not currently held:\n" + "\n".join(m.describe() for m in missing),
-                rt, name)
+                f"attempting to grant RBAC permissions not currently held:\n"
+                + "\n".join(m.describe() for m in missing),
+                rt,
+                name,
+            )
 
     # -- virtual resources -----------------------------------------------------------------------------
     def token_request(self, namespace: str, sa_name: str, body: Obj) -> Obj:
@@ -274,38 +309,72 @@ class Cluster:
         seconds = spec.get("expirationSeconds")
         seconds = DEFAULT_TOKEN_SECONDS if seconds is None else int(seconds)
         if seconds < MIN_TOKEN_SECONDS:
-            raise ApiError(422, "Invalid", f'TokenRequest.authentication.k8s.io "{sa_name}" is invalid: '
-                           f"spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than "
-                           "10 minutes", {"name": sa_name, "group": "authentication.k8s.io", "kind": "TokenRequest",
-                                          "causes": [{"reason": "FieldValueInvalid", "field": "spec.expirationSeconds",
-                                                      "message": f"Invalid value: {seconds}: may not specify a "
-                                                                 "duration less than 10 minutes"}]})
+            raise ApiError(
+                422,
+                "Invalid",
+                f'TokenRequest.authentication.k8s.io "{sa_name}" is invalid: '
+                f"spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than "
+                "10 minutes",
+                {
+                    "name": sa_name,
+                    "group": "authentication.k8s.io",
+                    "kind": "TokenRequest",
+                    "causes": [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "spec.expirationSeconds",
+                            "message": f"Invalid value: {seconds}: may not specify a duration less than 10 minutes",
+                        }
+                    ],
+                },
+            )
         audiences = spec.get("audiences") or [ISSUER]
         token, exp = self.authn.issue(namespace, sa, seconds, audiences)
         spec.update(expirationSeconds=seconds, audiences=audiences)
         return {
-            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": sa_name, "namespace": namespace, "creationTimestamp": self.clock.iso()},
-            "spec": spec, "status": {"token": token, "expirationTimestamp": self.clock.iso(exp)},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": self.clock.iso(exp)},
         }
 
     def review(self, rt: ResourceType, namespace: str, body: Obj, user: User) -> Obj:
         spec = (body or {}).get("spec") or {}
-        out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": (body or {}).get("metadata") or {},
-                    "spec": spec}
+        out: Obj = {
+            "kind": rt.kind,
+            "apiVersion": rt.api_version,
+            "metadata": (body or {}).get("metadata") or {},
+            "spec": spec,
+        }
         if rt.resource in ("selfsubjectaccessreviews", "subjectaccessreviews", "localsubjectaccessreviews"):
             subject = user
             if rt.resource != "selfsubjectaccessreviews":
                 subject = User(spec.get("user", ""), tuple(spec.get("groups") or ()), spec.get("uid", ""))
             ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
             if ra:
-                attrs = Attributes(ra.get("verb", ""), namespace or ra.get("namespace", ""), ra.get("group", ""),
-                                   ra.get("resource", ""), ra.get("subresource", ""), ra.get("name", ""))
+                attrs = Attributes(
+                    ra.get("verb", ""),
+                    namespace or ra.get("namespace", ""),
+                    ra.get("group", ""),
+                    ra.get("resource", ""),
+                    ra.get("subresource", ""),
+                    ra.get("name", ""),
+                )
             elif nra:
                 attrs = Attributes(nra.get("verb", ""), is_resource=False, path=nra.get("path", ""))
             else:
-                raise ApiError.invalid(rt, "", [("spec", "Invalid value: exactly one of nonResourceAttributes or "
-                                                         "resourceAttributes must be specified")])
+                raise ApiError.invalid(
+                    rt,
+                    "",
+                    [
+                        (
+                            "spec",
+                            "Invalid value: exactly one of nonResourceAttributes or "
+                            "resourceAttributes must be specified",
+                        )
+                    ],
+                )
             allowed = self.authz.allowed(subject, attrs)
             out["status"] = {"allowed": allowed}
         elif rt.resource == "selfsubjectrulesreviews":

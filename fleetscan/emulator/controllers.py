@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 import secrets
-import string
 from typing import TYPE_CHECKING, Any
 
 from .resources import BY_KEY
@@ -39,14 +38,23 @@ def random_suffix(n: int = 5) -> str:
 
 
 def owner_ref(owner: Obj) -> Obj:
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owned_by(cluster: Cluster, kind_rt: Any, owner: Obj) -> list[Obj]:
     uid = owner["metadata"]["uid"]
-    return cluster.store.list(kind_rt, owner["metadata"]["namespace"], lambda o: any(
-        ref.get("uid") == uid for ref in o["metadata"].get("ownerReferences") or []))
+    return cluster.store.list(
+        kind_rt,
+        owner["metadata"]["namespace"],
+        lambda o: any(ref.get("uid") == uid for ref in o["metadata"].get("ownerReferences") or []),
+    )
 
 
 def _ready(pods: list[Obj]) -> int:
@@ -85,12 +93,21 @@ class Controllers:
             tpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
             selector = copy.deepcopy(deploy["spec"].get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = h
-            current = c.store.create(REPLICASETS, {
-                "metadata": {"name": rs_name, "namespace": ns, "labels": dict(tpl["metadata"]["labels"]),
-                             "ownerReferences": [owner_ref(deploy)],
-                             "annotations": {"deployment.kubernetes.io/revision": str(deploy["metadata"].get("generation", 1))}},
-                "spec": {"replicas": replicas, "selector": selector, "template": tpl},
-            })
+            current = c.store.create(
+                REPLICASETS,
+                {
+                    "metadata": {
+                        "name": rs_name,
+                        "namespace": ns,
+                        "labels": dict(tpl["metadata"]["labels"]),
+                        "ownerReferences": [owner_ref(deploy)],
+                        "annotations": {
+                            "deployment.kubernetes.io/revision": str(deploy["metadata"].get("generation", 1))
+                        },
+                    },
+                    "spec": {"replicas": replicas, "selector": selector, "template": tpl},
+                },
+            )
         elif current["spec"].get("replicas") != replicas:
             current = dict(current, spec=dict(current["spec"], replicas=replicas))
             c.store.replace(REPLICASETS, current)
@@ -133,39 +150,75 @@ class Controllers:
         if rt is DEPLOYMENTS:
             rses = owned_by(c, REPLICASETS, obj)
             h = template_hash(obj["spec"].get("template") or {})
-            new_rs = [rs for rs in rses if rs["metadata"]["name"].endswith(f"-{h}")
-                      or rs["metadata"].get("labels", {}).get("pod-template-hash") == h]
+            new_rs = [
+                rs
+                for rs in rses
+                if rs["metadata"]["name"].endswith(f"-{h}")
+                or rs["metadata"].get("labels", {}).get("pod-template-hash") == h
+            ]
             pods = [p for rs in rses for p in owned_by(c, PODS, rs)]
             updated = [p for rs in new_rs for p in owned_by(c, PODS, rs)]
             name = new_rs[0]["metadata"]["name"] if new_rs else obj["metadata"]["name"]
             now = c.clock.iso()
             status: Obj = {
-                "observedGeneration": gen, "replicas": len(pods), "updatedReplicas": len(updated),
-                "readyReplicas": _ready(pods), "availableReplicas": _ready(pods),
+                "observedGeneration": gen,
+                "replicas": len(pods),
+                "updatedReplicas": len(updated),
+                "readyReplicas": _ready(pods),
+                "availableReplicas": _ready(pods),
                 "conditions": [
-                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                     "message": "Deployment has minimum availability.", "lastUpdateTime": now,
-                     "lastTransitionTime": now},
-                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                     "message": f'ReplicaSet "{name}" has successfully progressed.', "lastUpdateTime": now,
-                     "lastTransitionTime": now},
+                    {
+                        "type": "Available",
+                        "status": "True",
+                        "reason": "MinimumReplicasAvailable",
+                        "message": "Deployment has minimum availability.",
+                        "lastUpdateTime": now,
+                        "lastTransitionTime": now,
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "NewReplicaSetAvailable",
+                        "message": f'ReplicaSet "{name}" has successfully progressed.',
+                        "lastUpdateTime": now,
+                        "lastTransitionTime": now,
+                    },
                 ],
             }
         elif rt is REPLICASETS:
             pods = owned_by(c, PODS, obj)
-            status = {"observedGeneration": gen, "replicas": len(pods), "fullyLabeledReplicas": len(pods),
-                      "readyReplicas": _ready(pods), "availableReplicas": _ready(pods)}
+            status = {
+                "observedGeneration": gen,
+                "replicas": len(pods),
+                "fullyLabeledReplicas": len(pods),
+                "readyReplicas": _ready(pods),
+                "availableReplicas": _ready(pods),
+            }
         elif rt is STATEFULSETS:
             pods = owned_by(c, PODS, obj)
             rev = f"{obj['metadata']['name']}-{template_hash(obj['spec'].get('template') or {})}"
-            status = {"observedGeneration": gen, "replicas": len(pods), "readyReplicas": _ready(pods),
-                      "currentReplicas": len(pods), "updatedReplicas": len(pods), "availableReplicas": _ready(pods),
-                      "currentRevision": rev, "updateRevision": rev, "collisionCount": 0}
+            status = {
+                "observedGeneration": gen,
+                "replicas": len(pods),
+                "readyReplicas": _ready(pods),
+                "currentReplicas": len(pods),
+                "updatedReplicas": len(pods),
+                "availableReplicas": _ready(pods),
+                "currentRevision": rev,
+                "updateRevision": rev,
+                "collisionCount": 0,
+            }
         elif rt is DAEMONSETS:
             pods = owned_by(c, PODS, obj)
-            status = {"observedGeneration": gen, "desiredNumberScheduled": 1, "currentNumberScheduled": len(pods),
-                      "numberReady": _ready(pods), "updatedNumberScheduled": len(pods),
-                      "numberAvailable": _ready(pods), "numberMisscheduled": 0}
+            status = {
+                "observedGeneration": gen,
+                "desiredNumberScheduled": 1,
+                "currentNumberScheduled": len(pods),
+                "numberReady": _ready(pods),
+                "updatedNumberScheduled": len(pods),
+                "numberAvailable": _ready(pods),
+                "numberMisscheduled": 0,
+            }
         else:
             return obj
         _keep_transition_times((obj.get("status") or {}).get("conditions") or [], status.get("conditions") or [])

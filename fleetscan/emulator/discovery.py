@@ -8,15 +8,24 @@ from .resources import GROUP_VERSIONS, RESOURCES
 
 # The kubectl dispatcher picks its kubectl by the server's minor version; 32 means WebSocket exec.
 VERSION = {
-    "major": "1", "minor": "32", "gitVersion": "v1.32.4", "gitCommit": "fleetscan-emulator",
-    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.6",
-    "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.4",
+    "gitCommit": "fleetscan-emulator",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23.6",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
 
 
 def api_group_list() -> dict[str, Any]:
@@ -44,16 +53,26 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
     for rt in RESOURCES:
         if rt.group != group:
             continue
-        entry: dict[str, Any] = {"name": rt.resource, "singularName": rt.singular, "namespaced": rt.namespaced,
-                                 "kind": rt.kind, "verbs": list(rt.verbs)}
+        entry: dict[str, Any] = {
+            "name": rt.resource,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": list(rt.verbs),
+        }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         if rt.categories:
             entry["categories"] = list(rt.categories)
         entries.append(entry)
         for sub in rt.subresources:
-            item: dict[str, Any] = {"name": f"{rt.resource}/{sub.name}", "singularName": "",
-                                    "namespaced": rt.namespaced, "kind": sub.kind or rt.kind, "verbs": list(sub.verbs)}
+            item: dict[str, Any] = {
+                "name": f"{rt.resource}/{sub.name}",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": sub.kind or rt.kind,
+                "verbs": list(sub.verbs),
+            }
             if sub.group:
                 item.update(group=sub.group, version=sub.version)
             entries.append(item)
@@ -72,10 +91,12 @@ def _gv_path(group: str, version: str) -> str:
 
 
 def openapi_index() -> dict[str, Any]:
-    return {"paths": {
-        _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={OPENAPI_HASH}"}
-        for g, v in GROUP_VERSIONS.items()
-    }}
+    return {
+        "paths": {
+            _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={OPENAPI_HASH}"}
+            for g, v in GROUP_VERSIONS.items()
+        }
+    }
 
 
 def openapi_group_version(group: str, version: str) -> dict[str, Any] | None:
@@ -88,10 +109,18 @@ def openapi_group_version(group: str, version: str) -> dict[str, Any] | None:
             continue
         scope = "/namespaces/{namespace}" if rt.namespaced else ""
         gvk = {"group": group, "version": version, "kind": rt.kind}
-        paths[f"/{_gv_path(group, version)}{scope}/{rt.resource}/{{name}}"] = {"patch": {
-            "operationId": f"patch{rt.kind}", "parameters": [field_validation],
-            "responses": {"200": {"description": "OK"}},
-            "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
-        }}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION["gitVersion"]}, "paths": paths,
-            "components": {"schemas": {}}}
+        paths[f"/{_gv_path(group, version)}{scope}/{rt.resource}/{{name}}"] = {
+            "patch": {
+                "operationId": f"patch{rt.kind}",
+                "parameters": [field_validation],
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+            }
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": VERSION["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

@@ -8,8 +8,14 @@ from .resources import ResourceType
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -37,26 +43,45 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, rt: ResourceType, name: str) -> ApiError:
-        return cls(404, "NotFound", f'{cls._qualified(rt)} "{name}" not found',
-                   {"name": name, "group": rt.group, "kind": rt.resource})
+        return cls(
+            404,
+            "NotFound",
+            f'{cls._qualified(rt)} "{name}" not found',
+            {"name": name, "group": rt.group, "kind": rt.resource},
+        )
 
     @classmethod
     def already_exists(cls, rt: ResourceType, name: str) -> ApiError:
-        return cls(409, "AlreadyExists", f'{cls._qualified(rt)} "{name}" already exists',
-                   {"name": name, "group": rt.group, "kind": rt.resource})
+        return cls(
+            409,
+            "AlreadyExists",
+            f'{cls._qualified(rt)} "{name}" already exists',
+            {"name": name, "group": rt.group, "kind": rt.resource},
+        )
 
     @classmethod
     def conflict(cls, rt: ResourceType, name: str, why: str) -> ApiError:
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {cls._qualified(rt)} "{name}": {why}',
-                   {"name": name, "group": rt.group, "kind": rt.resource})
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {cls._qualified(rt)} "{name}": {why}',
+            {"name": name, "group": rt.group, "kind": rt.resource},
+        )
 
     @classmethod
     def invalid(cls, rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
         text = ", ".join(f"{field}: {msg}" for field, msg in causes)
-        return cls(422, "Invalid", f'{rt.kind} "{name}" is invalid: {text}', {
-            "name": name, "group": rt.group, "kind": rt.kind,
-            "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field} for field, msg in causes],
-        })
+        return cls(
+            422,
+            "Invalid",
+            f'{rt.kind} "{name}" is invalid: {text}',
+            {
+                "name": name,
+                "group": rt.group,
+                "kind": rt.kind,
+                "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field} for field, msg in causes],
+            },
+        )
 
     @classmethod
     def bad_request(cls, message: str) -> ApiError:

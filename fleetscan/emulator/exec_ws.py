@@ -43,20 +43,30 @@ def exit_status(code: int, argv: list[str]) -> dict[str, Any]:
     if code == 0:
         return {"metadata": {}, "status": "Success"}
     return {
-        "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+        "metadata": {},
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
         "message": f"command terminated with non-zero exit code: error executing command [{' '.join(argv)}], "
-                   f"exit code {code}",
+        f"exit code {code}",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }
 
 
 def missing_binary_status(container_id: str, binary: str) -> dict[str, Any]:
     """containerd's answer when argv[0] does not exist in the container (e.g. `sh` in distroless)."""
-    inner = (f'error executing command in container: failed to exec in container: failed to start exec '
-             f'"{container_id}": OCI runtime exec failed: exec failed: unable to start container process: '
-             f'exec: "{binary}": executable file not found in $PATH: unknown')
-    return {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
-            "message": f"Internal error occurred: {inner}", "details": {"causes": [{"message": inner}]}}
+    inner = (
+        f"error executing command in container: failed to exec in container: failed to start exec "
+        f'"{container_id}": OCI runtime exec failed: exec failed: unable to start container process: '
+        f'exec: "{binary}": executable file not found in $PATH: unknown'
+    )
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "InternalError",
+        "code": 500,
+        "message": f"Internal error occurred: {inner}",
+        "details": {"causes": [{"message": inner}]},
+    }
 
 
 async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo, user: User) -> web.StreamResponse:
@@ -79,15 +89,17 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
     if not name:
         if len(names) != 1:
             raise ApiError.bad_request(
-                f"a container name must be specified for pod {info.name}, choose one of: [{' '.join(names)}]")
+                f"a container name must be specified for pod {info.name}, choose one of: [{' '.join(names)}]"
+            )
         name = names[0]
     known = names + [c["name"] for c in spec.get("ephemeralContainers") or []]
     if name not in known:
         raise ApiError.bad_request(f"container {name} is not valid for pod {info.name}")
     ctr = cluster.pods.container(pod, name)
     if ctr is None or not ctr.alive:
-        raise ApiError.bad_request(f'container "{name}" in pod "{info.name}" is waiting to start: '
-                                   "trying and failing to pull image")
+        raise ApiError.bad_request(
+            f'container "{name}" in pod "{info.name}" is waiting to start: trying and failing to pull image'
+        )
     ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=64 * 1024 * 1024)
     if not ws.can_prepare(request).ok:
         raise ApiError.bad_request("Upgrade request required")
@@ -133,16 +145,18 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
     pumps = asyncio.gather(pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR))
     client = asyncio.ensure_future(read_client())
     try:
-        done, _ = await asyncio.wait({asyncio.ensure_future(proc.wait()), client},
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({asyncio.ensure_future(proc.wait()), client}, return_when=asyncio.FIRST_COMPLETED)
         if client in done and proc.returncode is None:
             kill_quietly(proc)  # the client went away: end the session as the kubelet does
         code = await proc.wait()
         await pumps
         failure = os.read(status_fd, 64).decode().strip()
         if not dropped and not ws.closed:
-            status = (missing_binary_status(_container_id(pod, name), argv[0]) if failure == "ENOENT"
-                      else exit_status(code, argv))
+            status = (
+                missing_binary_status(_container_id(pod, name), argv[0])
+                if failure == "ENOENT"
+                else exit_status(code, argv)
+            )
             await ws.send_bytes(bytes([STATUS]) + json.dumps(status).encode())
             await ws.close()
     finally:
@@ -154,7 +168,8 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
 
 def _container_id(pod: dict[str, Any], name: str) -> str:
     for st in (pod.get("status") or {}).get("containerStatuses", []) + (pod.get("status") or {}).get(
-            "ephemeralContainerStatuses", []):
+        "ephemeralContainerStatuses", []
+    ):
         if st.get("name") == name and st.get("containerID"):
             return str(st["containerID"]).split("://")[-1]
     return name

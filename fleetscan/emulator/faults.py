@@ -37,15 +37,25 @@ class Faults:
 
     def configure(self, spec: dict[str, Any]) -> None:
         """Replace the fault set: {"latency": [...], "errors": [...], "exec_drop_after_bytes": N}."""
-        latency = [Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
-                   for x in spec.get("latency") or []]
+        latency = [
+            Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
+            for x in spec.get("latency") or []
+        ]
         errors = []
         for x in spec.get("errors") or []:
             code = int(x["code"])
             if code not in (429, 500, 503):
                 raise ValueError(f"error code {code}: the emulator injects 429, 500 or 503")
-            errors.append(InjectedError(re.compile(x.get("path", ".*")), code, float(x.get("rate", 1.0)),
-                                        x.get("method", "").upper(), int(x.get("retry_after", 1)), int(x.get("count", -1))))
+            errors.append(
+                InjectedError(
+                    re.compile(x.get("path", ".*")),
+                    code,
+                    float(x.get("rate", 1.0)),
+                    x.get("method", "").upper(),
+                    int(x.get("retry_after", 1)),
+                    int(x.get("count", -1)),
+                )
+            )
         with self._lock:
             self.latency, self.errors = latency, errors
             self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
@@ -62,7 +72,7 @@ class Faults:
     def error_for(self, method: str, path: str) -> InjectedError | None:
         with self._lock:
             for i, x in enumerate(self.errors):
-                if x.method and x.method != method or not x.path.search(path):
+                if (x.method and x.method != method) or not x.path.search(path):
                     continue
                 if x.count >= 0 and self._fired.get(i, 0) >= x.count:
                     continue

@@ -22,9 +22,12 @@ class EmulatorClient:
 
     def _call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self._token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, context=self._ctx, timeout=600) as resp:
                 payload = resp.read()
@@ -42,12 +45,21 @@ class EmulatorClient:
     def clear_audit(self) -> None:
         self._call("DELETE", "/_emu/audit")
 
-    def set_faults(self, *, latency: list[dict[str, Any]] | None = None, errors: list[dict[str, Any]] | None = None,
-                   exec_drop_after_bytes: int | None = None, seed: int | None = None) -> None:
+    def set_faults(
+        self,
+        *,
+        latency: list[dict[str, Any]] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        exec_drop_after_bytes: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex, "code": 429|500|503,
         "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes: cut exec streams after N bytes."""
-        spec: dict[str, Any] = {"latency": latency or [], "errors": errors or [],
-                                "exec_drop_after_bytes": exec_drop_after_bytes}
+        spec: dict[str, Any] = {
+            "latency": latency or [],
+            "errors": errors or [],
+            "exec_drop_after_bytes": exec_drop_after_bytes,
+        }
         if seed is not None:
             spec["seed"] = seed
         self._call("PUT", "/_emu/faults", spec)

@@ -122,7 +122,7 @@ def _parse_mode(text: str | None, default: int) -> int:
     try:
         value = int(str(text), 8)
     except ValueError as exc:
-        raise ImageError(f"mode {text!r} is not an octal string such as \"0644\"") from exc
+        raise ImageError(f'mode {text!r} is not an octal string such as "0644"') from exc
     if not 0 <= value <= 0o7777:
         raise ImageError(f"mode {text!r} is out of range")
     return value
@@ -130,26 +130,40 @@ def _parse_mode(text: str | None, default: int) -> int:
 
 # -- base images ----------------------------------------------------------------------------
 _BUSYBOX_PASSWD = [
-    "root:x:0:0:root:/root:/bin/sh", "daemon:x:1:1:daemon:/usr/sbin:/bin/false",
-    "bin:x:2:2:bin:/bin:/bin/false", "sys:x:3:3:sys:/dev:/bin/false",
+    "root:x:0:0:root:/root:/bin/sh",
+    "daemon:x:1:1:daemon:/usr/sbin:/bin/false",
+    "bin:x:2:2:bin:/bin:/bin/false",
+    "sys:x:3:3:sys:/dev:/bin/false",
     "nobody:x:65534:65534:nobody:/home:/bin/false",
 ]
 _BUSYBOX_GROUP = ["root:x:0:", "daemon:x:1:", "bin:x:2:", "sys:x:3:", "tty:x:5:", "nogroup:x:65534:"]
 _DISTROLESS_PASSWD = [
-    "root:x:0:0:root:/root:/sbin/nologin", "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin",
+    "root:x:0:0:root:/root:/sbin/nologin",
+    "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin",
     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin",
 ]
 _DISTROLESS_GROUP = ["root:x:0:", "nobody:x:65534:", "tty:x:5:", "staff:x:50:", "nonroot:x:65532:"]
 _DISTROLESS_OS = {
-    "PRETTY_NAME": "Distroless", "NAME": "Debian GNU/Linux", "ID": "debian", "VERSION_ID": "12",
-    "VERSION": "Debian GNU/Linux 12 (bookworm)", "HOME_URL": "https://github.com/GoogleContainerTools/distroless",
+    "PRETTY_NAME": "Distroless",
+    "NAME": "Debian GNU/Linux",
+    "ID": "debian",
+    "VERSION_ID": "12",
+    "VERSION": "Debian GNU/Linux 12 (bookworm)",
+    "HOME_URL": "https://github.com/GoogleContainerTools/distroless",
 }
 _DISTROLESS_PACKAGES = [
-    {"name": "base-files", "version": "12.4+deb12u11"}, {"name": "netbase", "version": "6.4"},
-    {"name": "tzdata", "version": "2025b-0+deb12u1"}, {"name": "media-types", "version": "10.0.0"},
+    {"name": "base-files", "version": "12.4+deb12u11"},
+    {"name": "netbase", "version": "6.4"},
+    {"name": "tzdata", "version": "2025b-0+deb12u1"},
+    {"name": "media-types", "version": "10.0.0"},
 ]
-_DEFAULT_FORMAT = {"busybox": "apk", "debug": "apk", "scanner": "apk", "distroless": "dpkg-status.d",
-                   "scratch": "dpkg-status.d"}
+_DEFAULT_FORMAT = {
+    "busybox": "apk",
+    "debug": "apk",
+    "scanner": "apk",
+    "distroless": "dpkg-status.d",
+    "scratch": "dpkg-status.d",
+}
 
 
 def _shadow_line(name: str, password: str = "*") -> str:
@@ -168,7 +182,9 @@ def _build_busybox(root: Path, marker: str | None) -> None:
             (root / "bin" / applet).symlink_to("busybox")
     (root / "etc/passwd").write_text("\n".join(_BUSYBOX_PASSWD) + "\n")
     (root / "etc/group").write_text("\n".join(_BUSYBOX_GROUP) + "\n")
-    _write(root, "/etc/shadow", ("\n".join(_shadow_line(u.split(":")[0]) for u in _BUSYBOX_PASSWD) + "\n").encode(), 0o600)
+    _write(
+        root, "/etc/shadow", ("\n".join(_shadow_line(u.split(":")[0]) for u in _BUSYBOX_PASSWD) + "\n").encode(), 0o600
+    )
     if marker:
         _write(root, "/etc/fleetscan-image", f"{marker}\n".encode(), 0o644)
 
@@ -195,9 +211,12 @@ def _dpkg_paragraph(pkg: dict[str, str], with_status: bool) -> str:
     lines = [f"Package: {pkg['name']}"]
     if with_status:
         lines.append("Status: install ok installed")
-    lines += [f"Architecture: {pkg.get('arch', 'amd64')}", f"Version: {pkg['version']}",
-              "Maintainer: fleetscan emulator <noreply@example.invalid>",
-              f"Description: {pkg.get('description', pkg['name'])}"]
+    lines += [
+        f"Architecture: {pkg.get('arch', 'amd64')}",
+        f"Version: {pkg['version']}",
+        "Maintainer: fleetscan emulator <noreply@example.invalid>",
+        f"Description: {pkg.get('description', pkg['name'])}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -236,8 +255,14 @@ def _table(root: Path, path: str) -> list[list[str]]:
 def _save_table(root: Path, path: str, rows: list[list[str]], mode: int) -> None:
     target = inside(root, path)
     keep = os.lstat(target) if target.exists() else None
-    _write(root, path, ("\n".join(":".join(r) for r in rows) + "\n").encode(),
-           stat.S_IMODE(keep.st_mode) if keep else mode, keep.st_uid if keep else 0, keep.st_gid if keep else 0)
+    _write(
+        root,
+        path,
+        ("\n".join(":".join(r) for r in rows) + "\n").encode(),
+        stat.S_IMODE(keep.st_mode) if keep else mode,
+        keep.st_uid if keep else 0,
+        keep.st_gid if keep else 0,
+    )
 
 
 def _upsert(rows: list[list[str]], row: list[str]) -> None:
@@ -260,7 +285,8 @@ def apply_overrides(root: Path, spec: ImageSpec, base_root: Path) -> None:
             raise ImageError(f"file {path}: give exactly one of content or copy")
         if f.copy is not None:
             source = inside(base_root, f.copy, make_parents=False)
-            if not source.is_file():
+            # A base symlink is resolved on the host: it must not lead out of the base image.
+            if not os.path.realpath(source).startswith(os.path.realpath(base_root) + os.sep) or not source.is_file():
                 raise ImageError(f"file {path}: copy source {f.copy} is not a file in the base image")
             data = source.read_bytes()
             default_mode = stat.S_IMODE(source.stat().st_mode)
@@ -283,8 +309,18 @@ def apply_overrides(root: Path, spec: ImageSpec, base_root: Path) -> None:
         for u in spec.users:
             uid = int(u["uid"])
             gid = int(u.get("gid", uid))
-            _upsert(passwd, [u["name"], "x", str(uid), str(gid), u.get("gecos", ""),
-                             u.get("home", f"/home/{u['name']}"), u.get("shell", "/sbin/nologin")])
+            _upsert(
+                passwd,
+                [
+                    u["name"],
+                    "x",
+                    str(uid),
+                    str(gid),
+                    u.get("gecos", ""),
+                    u.get("home", f"/home/{u['name']}"),
+                    u.get("shell", "/sbin/nologin"),
+                ],
+            )
             if not any(r[0] == u["name"] for r in shadow):
                 shadow.append(_shadow_line(u["name"], "!").split(":"))
         known = {r[0] for r in passwd}

@@ -35,8 +35,9 @@ def helper_binary() -> Path:
         src = Path(tmp) / "ctr.c"
         src.write_bytes(source)
         out = Path(tmp) / "pause"
-        proc = subprocess.run([compiler, "-static", "-O2", "-o", str(out), str(src)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [compiler, "-static", "-O2", "-o", str(out), str(src)], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             raise NativeBuildError(f"building the emulator's container helper failed:\n{proc.stderr}")
         os.replace(out, target)  # atomic: concurrent builders both end with a complete binary

@@ -81,9 +81,16 @@ def apply_patch(content_type: str, target: dict[str, Any], body: Any) -> dict[st
         try:
             out = jsonpatch.apply_patch(target, body)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}") from exc
+            raise ApiError(
+                422, "Invalid", f"the server rejected our request due to an error in our request: {exc}"
+            ) from exc
     else:
-        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: {JSON_PATCH}, {MERGE}, {STRATEGIC}")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            f"{JSON_PATCH}, {MERGE}, {STRATEGIC}",
+        )
     if not isinstance(out, dict):
         raise ApiError.bad_request("the patch did not produce an object")
     return out

@@ -41,8 +41,11 @@ def validate(pod: Obj) -> list[tuple[str, str]]:
     if not containers:
         causes.append(("spec.containers", "Required value"))
     seen: set[str] = set()
-    for field, items in (("containers", containers), ("initContainers", spec.get("initContainers") or []),
-                         ("ephemeralContainers", spec.get("ephemeralContainers") or [])):
+    for field, items in (
+        ("containers", containers),
+        ("initContainers", spec.get("initContainers") or []),
+        ("ephemeralContainers", spec.get("ephemeralContainers") or []),
+    ):
         for i, ctr in enumerate(items):
             name = ctr.get("name") or ""
             problem = dns_label_problem(name)
@@ -150,15 +153,23 @@ class PodRunner:
         name = cspec["name"]
         ctr = self.container(pod, name)
         status: Obj = {
-            "name": name, "image": cspec["image"], "imageID": "", "restartCount": 0,
-            "ready": False, "started": False,
+            "name": name,
+            "image": cspec["image"],
+            "imageID": "",
+            "restartCount": 0,
+            "ready": False,
+            "started": False,
         }
         if ctr is not None:
-            status.update({
-                "state": {"running": {"startedAt": self.clock.iso(ctr.started_at)}},
-                "ready": True, "started": True, "imageID": _image_id(cspec["image"]),
-                "containerID": _container_id(pod["metadata"]["uid"], name),
-            })
+            status.update(
+                {
+                    "state": {"running": {"startedAt": self.clock.iso(ctr.started_at)}},
+                    "ready": True,
+                    "started": True,
+                    "imageID": _image_id(cspec["image"]),
+                    "containerID": _container_id(pod["metadata"]["uid"], name),
+                }
+            )
         else:
             reason, message = problems.get(name, ("ContainerCreating", ""))
             status["state"] = {"waiting": {"reason": reason, "message": message}}
@@ -174,14 +185,19 @@ class PodRunner:
         now = self.clock.iso()
         started = pod.get("status", {}).get("startTime", now)
         conditions = [
-            {"type": t, "status": "True" if (running or t == "PodScheduled") else "False",
-             "lastProbeTime": None, "lastTransitionTime": now}
+            {
+                "type": t,
+                "status": "True" if (running or t == "PodScheduled") else "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+            }
             for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
         ]
         pod["status"] = {
             "phase": "Running" if running else "Pending",
             "conditions": conditions,
-            "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}],
+            "hostIP": "10.0.0.1",
+            "hostIPs": [{"ip": "10.0.0.1"}],
             "podIP": pod.get("status", {}).get("podIP") or self._pod_ip(pod),
             "startTime": started,
             "containerStatuses": statuses,
@@ -196,4 +212,3 @@ class PodRunner:
     def _pod_ip(pod: Obj) -> str:
         n = int(hashlib.sha256(pod["metadata"]["uid"].encode()).hexdigest()[:6], 16)
         return f"10.244.{(n >> 8) % 256}.{n % 254 + 1}"
-

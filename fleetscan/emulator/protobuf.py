@@ -20,43 +20,94 @@ CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 # or another message's name.
 Field = tuple[str, str, bool]
 SCHEMAS: dict[str, dict[int, Field]] = {
-    "ObjectMeta": {1: ("name", "str", False), 2: ("generateName", "str", False), 3: ("namespace", "str", False),
-                   11: ("labels", "map", False), 12: ("annotations", "map", False),
-                   13: ("ownerReferences", "OwnerReference", True), 14: ("finalizers", "str", True)},
-    "OwnerReference": {1: ("kind", "str", False), 3: ("name", "str", False), 4: ("uid", "str", False),
-                       5: ("apiVersion", "str", False), 6: ("controller", "bool", False),
-                       7: ("blockOwnerDeletion", "bool", False)},
-    "PolicyRule": {1: ("verbs", "str", True), 2: ("apiGroups", "str", True), 3: ("resources", "str", True),
-                   4: ("resourceNames", "str", True), 5: ("nonResourceURLs", "str", True)},
-    "Subject": {1: ("kind", "str", False), 2: ("apiGroup", "str", False), 3: ("name", "str", False),
-                4: ("namespace", "str", False)},
+    "ObjectMeta": {
+        1: ("name", "str", False),
+        2: ("generateName", "str", False),
+        3: ("namespace", "str", False),
+        11: ("labels", "map", False),
+        12: ("annotations", "map", False),
+        13: ("ownerReferences", "OwnerReference", True),
+        14: ("finalizers", "str", True),
+    },
+    "OwnerReference": {
+        1: ("kind", "str", False),
+        3: ("name", "str", False),
+        4: ("uid", "str", False),
+        5: ("apiVersion", "str", False),
+        6: ("controller", "bool", False),
+        7: ("blockOwnerDeletion", "bool", False),
+    },
+    "PolicyRule": {
+        1: ("verbs", "str", True),
+        2: ("apiGroups", "str", True),
+        3: ("resources", "str", True),
+        4: ("resourceNames", "str", True),
+        5: ("nonResourceURLs", "str", True),
+    },
+    "Subject": {
+        1: ("kind", "str", False),
+        2: ("apiGroup", "str", False),
+        3: ("name", "str", False),
+        4: ("namespace", "str", False),
+    },
     "RoleRef": {1: ("apiGroup", "str", False), 2: ("kind", "str", False), 3: ("name", "str", False)},
     "LocalObjectReference": {1: ("name", "str", False)},
     "Role": {1: ("metadata", "ObjectMeta", False), 2: ("rules", "PolicyRule", True)},
     "ClusterRole": {1: ("metadata", "ObjectMeta", False), 2: ("rules", "PolicyRule", True)},
-    "RoleBinding": {1: ("metadata", "ObjectMeta", False), 2: ("subjects", "Subject", True),
-                    3: ("roleRef", "RoleRef", False)},
-    "ClusterRoleBinding": {1: ("metadata", "ObjectMeta", False), 2: ("subjects", "Subject", True),
-                           3: ("roleRef", "RoleRef", False)},
-    "ServiceAccount": {1: ("metadata", "ObjectMeta", False), 3: ("imagePullSecrets", "LocalObjectReference", True),
-                       4: ("automountServiceAccountToken", "bool", False)},
+    "RoleBinding": {
+        1: ("metadata", "ObjectMeta", False),
+        2: ("subjects", "Subject", True),
+        3: ("roleRef", "RoleRef", False),
+    },
+    "ClusterRoleBinding": {
+        1: ("metadata", "ObjectMeta", False),
+        2: ("subjects", "Subject", True),
+        3: ("roleRef", "RoleRef", False),
+    },
+    "ServiceAccount": {
+        1: ("metadata", "ObjectMeta", False),
+        3: ("imagePullSecrets", "LocalObjectReference", True),
+        4: ("automountServiceAccountToken", "bool", False),
+    },
     "Namespace": {1: ("metadata", "ObjectMeta", False)},
     "ConfigMap": {1: ("metadata", "ObjectMeta", False), 2: ("data", "map", False), 4: ("immutable", "bool", False)},
-    "BoundObjectReference": {1: ("kind", "str", False), 2: ("apiVersion", "str", False), 3: ("name", "str", False),
-                             4: ("uid", "str", False)},
-    "TokenRequestSpec": {1: ("audiences", "str", True), 3: ("boundObjectRef", "BoundObjectReference", False),
-                         4: ("expirationSeconds", "int", False)},
+    "BoundObjectReference": {
+        1: ("kind", "str", False),
+        2: ("apiVersion", "str", False),
+        3: ("name", "str", False),
+        4: ("uid", "str", False),
+    },
+    "TokenRequestSpec": {
+        1: ("audiences", "str", True),
+        3: ("boundObjectRef", "BoundObjectReference", False),
+        4: ("expirationSeconds", "int", False),
+    },
     "TokenRequest": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "TokenRequestSpec", False)},
-    "ResourceAttributes": {1: ("namespace", "str", False), 2: ("verb", "str", False), 3: ("group", "str", False),
-                           4: ("version", "str", False), 5: ("resource", "str", False),
-                           6: ("subresource", "str", False), 7: ("name", "str", False)},
+    "ResourceAttributes": {
+        1: ("namespace", "str", False),
+        2: ("verb", "str", False),
+        3: ("group", "str", False),
+        4: ("version", "str", False),
+        5: ("resource", "str", False),
+        6: ("subresource", "str", False),
+        7: ("name", "str", False),
+    },
     "NonResourceAttributes": {1: ("path", "str", False), 2: ("verb", "str", False)},
-    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes", False),
-                                    2: ("nonResourceAttributes", "NonResourceAttributes", False)},
-    "SubjectAccessReviewSpec": {1: ("resourceAttributes", "ResourceAttributes", False),
-                                2: ("nonResourceAttributes", "NonResourceAttributes", False),
-                                3: ("user", "str", False), 4: ("groups", "str", True), 6: ("uid", "str", False)},
-    "SelfSubjectAccessReview": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "SelfSubjectAccessReviewSpec", False)},
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes", False),
+        2: ("nonResourceAttributes", "NonResourceAttributes", False),
+    },
+    "SubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "ResourceAttributes", False),
+        2: ("nonResourceAttributes", "NonResourceAttributes", False),
+        3: ("user", "str", False),
+        4: ("groups", "str", True),
+        6: ("uid", "str", False),
+    },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "ObjectMeta", False),
+        2: ("spec", "SelfSubjectAccessReviewSpec", False),
+    },
     "SubjectAccessReview": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "SubjectAccessReviewSpec", False)},
     "LocalSubjectAccessReview": {1: ("metadata", "ObjectMeta", False), 2: ("spec", "SubjectAccessReviewSpec", False)},
     "SelfSubjectRulesReviewSpec": {1: ("namespace", "str", False)},
@@ -90,10 +141,10 @@ def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
             value, pos = _varint(data, pos)
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
-            value, pos = data[pos:pos + size], pos + size
+            value, pos = data[pos : pos + size], pos + size
         else:
             raise ValueError(f"unsupported wire type {wire}")
         out.append((number, value))
@@ -134,13 +185,16 @@ def decode_request(data: bytes) -> dict[str, Any]:
     if not data.startswith(MAGIC):
         raise ApiError.bad_request("protobuf body without the k8s magic prefix")
     try:
-        envelope = dict(_fields(data[len(MAGIC):]))
+        envelope = dict(_fields(data[len(MAGIC) :]))
         type_meta = dict(_fields(bytes(envelope.get(1, b""))))
         api_version, kind = bytes(type_meta.get(1, b"")).decode(), bytes(type_meta.get(2, b"")).decode()
         if kind not in SCHEMAS:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the emulator cannot decode protobuf {kind or 'bodies of this kind'}; "
-                           "create it from a manifest instead (kubectl apply -f sends JSON)")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the emulator cannot decode protobuf {kind or 'bodies of this kind'}; "
+                "create it from a manifest instead (kubectl apply -f sends JSON)",
+            )
         body = decode_message(kind, bytes(envelope.get(2, b"")))
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"the request body could not be decoded: {exc}") from exc

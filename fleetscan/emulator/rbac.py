@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .authn import User
 from .resources import BY_KEY
@@ -61,20 +62,23 @@ class Rule:
         if self.non_resource_urls:
             return f'{{NonResourceURLs:["{self.non_resource_urls[0]}"], Verbs:["{self.verbs[0]}"]}}'
         names = f', ResourceNames:["{self.resource_names[0]}"]' if self.resource_names else ""
-        return (f'{{APIGroups:["{self.api_groups[0]}"], Resources:["{self.resources[0]}"]{names}, '
-                f'Verbs:["{self.verbs[0]}"]}}')
+        return (
+            f'{{APIGroups:["{self.api_groups[0]}"], Resources:["{self.resources[0]}"]{names}, '
+            f'Verbs:["{self.verbs[0]}"]}}'
+        )
 
     def allows(self, a: Attributes) -> bool:
         if "*" not in self.verbs and a.verb not in self.verbs:
             return False
         if not a.is_resource:
-            return any(u == "*" or u == a.path or (u.endswith("*") and a.path.startswith(u[:-1]))
-                       for u in self.non_resource_urls)
+            return any(
+                u == "*" or u == a.path or (u.endswith("*") and a.path.startswith(u[:-1]))
+                for u in self.non_resource_urls
+            )
         if "*" not in self.api_groups and a.api_group not in self.api_groups:
             return False
         combined = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
-        if not any(r == "*" or r == combined or (a.subresource and r == f"*/{a.subresource}")
-                   for r in self.resources):
+        if not any(r == "*" or r == combined or (a.subresource and r == f"*/{a.subresource}") for r in self.resources):
             return False
         return not self.resource_names or a.name in self.resource_names
 
@@ -159,8 +163,9 @@ def _covers(owner: Rule, atom: Rule) -> bool:
         return False
     if atom.non_resource_urls:
         url = atom.non_resource_urls[0]
-        return any(u == "*" or u == url or (u.endswith("*") and url.startswith(u[:-1]))
-                   for u in owner.non_resource_urls)
+        return any(
+            u == "*" or u == url or (u.endswith("*") and url.startswith(u[:-1])) for u in owner.non_resource_urls
+        )
     if "*" not in owner.api_groups and atom.api_groups[0] not in owner.api_groups:
         return False
     res = atom.resources[0]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
@@ -47,10 +47,7 @@ def parse(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:
     name = rest[1] if len(rest) > 1 else ""
     subresource = rest[2] if len(rest) > 2 else ""
     if http_verb == "GET":
-        if not name:
-            verb = "watch" if query.get("watch") in ("true", "1") else "list"
-        else:
-            verb = "get"
+        verb = "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
     elif http_verb == "DELETE":
         verb = "delete" if name else "deletecollection"
     else:

@@ -10,6 +10,7 @@ uid, gid and capabilities of its securityContext. Exec enters that process's nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -25,17 +26,71 @@ from .images import DEFAULT_PATH, Image
 
 log = logging.getLogger(__name__)
 
-CAPS = {name: i for i, name in enumerate((
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-))}
+CAPS = {
+    name: i
+    for i, name in enumerate(
+        (
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "DAC_READ_SEARCH",
+            "FOWNER",
+            "FSETID",
+            "KILL",
+            "SETGID",
+            "SETUID",
+            "SETPCAP",
+            "LINUX_IMMUTABLE",
+            "NET_BIND_SERVICE",
+            "NET_BROADCAST",
+            "NET_ADMIN",
+            "NET_RAW",
+            "IPC_LOCK",
+            "IPC_OWNER",
+            "SYS_MODULE",
+            "SYS_RAWIO",
+            "SYS_CHROOT",
+            "SYS_PTRACE",
+            "SYS_PACCT",
+            "SYS_ADMIN",
+            "SYS_BOOT",
+            "SYS_NICE",
+            "SYS_RESOURCE",
+            "SYS_TIME",
+            "SYS_TTY_CONFIG",
+            "MKNOD",
+            "LEASE",
+            "AUDIT_WRITE",
+            "AUDIT_CONTROL",
+            "SETFCAP",
+            "MAC_OVERRIDE",
+            "MAC_ADMIN",
+            "SYSLOG",
+            "WAKE_ALARM",
+            "BLOCK_SUSPEND",
+            "AUDIT_READ",
+            "PERFMON",
+            "BPF",
+            "CHECKPOINT_RESTORE",
+        )
+    )
+}
 # containerd's default set (no SYS_PTRACE: a container cannot read other processes' roots).
-DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-                "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")
+DEFAULT_CAPS = (
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+)
 ALL_CAPS = (1 << len(CAPS)) - 1
 
 
@@ -138,8 +193,16 @@ class Runtime:
             sandbox.pause = pause
         return sandbox
 
-    def launch(self, sandbox: Sandbox, ctr: Container, *, target: Container | None = None,
-               new_pid_ns: bool = False, overlay: bool = True, command: list[str] | None = None) -> None:
+    def launch(
+        self,
+        sandbox: Sandbox,
+        ctr: Container,
+        *,
+        target: Container | None = None,
+        new_pid_ns: bool = False,
+        overlay: bool = True,
+        command: list[str] | None = None,
+    ) -> None:
         """Spawn the container's helper; `wait_ready` then collects its PID (start many, then wait)."""
         ctr.directory = sandbox.directory / f"{ctr.name}-{next(self._ids)}"
         ctr.directory.mkdir()
@@ -160,14 +223,15 @@ class Runtime:
         entry = command or list(ctr.image.entrypoint or ())
         if entry:
             args += ["--", *entry]
-        log_file = open(ctr.directory / "log", "ab")
-        try:
+        with open(ctr.directory / "log", "ab") as log_file:  # the child keeps its own copy
             ctr.helper = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
-                env=ctr.env | {"PATH": ctr.env.get("PATH", DEFAULT_PATH)}, close_fds=True,
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                env=ctr.env | {"PATH": ctr.env.get("PATH", DEFAULT_PATH)},
+                close_fds=True,
             )
-        finally:
-            log_file.close()
 
     def wait_ready(self, ctr: Container, timeout: float = 15.0) -> None:
         assert ctr.helper is not None and ctr.helper.stdout is not None
@@ -214,13 +278,27 @@ class Runtime:
         """Start argv inside the container; returns the process and a pipe that says "ENOENT" when
         argv[0] cannot be executed there (the containerd error case)."""
         status_r, status_w = os.pipe()
-        args = [str(self._helper), "exec", "-t", str(ctr.pid), *ctr.creds.helper_args(),
-                "-d", ctr.workdir or "/", "-s", str(status_w), "--", *argv]
+        args = [
+            str(self._helper),
+            "exec",
+            "-t",
+            str(ctr.pid),
+            *ctr.creds.helper_args(),
+            "-d",
+            ctr.workdir or "/",
+            "-s",
+            str(status_w),
+            "--",
+            *argv,
+        ]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *args,
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(status_w,), env=ctr.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(status_w,),
+                env=ctr.env,
                 start_new_session=True,
             )
         except BaseException:
@@ -245,7 +323,5 @@ def sweep_stale(parent: Path, prefix: str) -> None:
 
 def kill_quietly(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -87,12 +87,16 @@ class ImageModel(_Strict):
         return ImageSpec(
             base=self.base,
             files={p: FileSpec(f.content, f.copy_, f.mode, f.uid, f.gid) for p, f in self.files.items()},
-            symlinks=dict(self.symlinks), remove=list(self.remove),
+            symlinks=dict(self.symlinks),
+            remove=list(self.remove),
             users=[u.model_dump(exclude_none=True) for u in self.users],
-            groups=[g.model_dump() for g in self.groups], passwords=dict(self.passwords),
+            groups=[g.model_dump() for g in self.groups],
+            passwords=dict(self.passwords),
             os_release={k: str(v) for k, v in self.os_release.items()},
             packages=[p.model_dump(exclude_none=True) for p in self.packages],
-            package_format=self.package_format, entrypoint=self.entrypoint, env=dict(self.env),
+            package_format=self.package_format,
+            entrypoint=self.entrypoint,
+            env=dict(self.env),
         )
 
 
@@ -208,7 +212,9 @@ def _semantic_problems(s: Scenario, tree: yaml.Node | None, source: str) -> list
                 if problem:
                     report(("namespaces", i, "pods", j, "containers", k, "name"), f"{ctr.name!r}: {problem}")
                 if ctr.name in names:
-                    report(("namespaces", i, "pods", j, "containers", k, "name"), f"container {ctr.name!r} appears twice")
+                    report(
+                        ("namespaces", i, "pods", j, "containers", k, "name"), f"container {ctr.name!r} appears twice"
+                    )
                 names.add(ctr.name)
     return problems
 
@@ -220,7 +226,9 @@ def load_scenario(name_or_path: str) -> Scenario:
         return parse_scenario(text, f"scenario {name_or_path}")
     path = Path(name_or_path)
     if not path.is_file():
-        raise ScenarioError(f"scenario {name_or_path!r}: no such file, and not a bundled scenario ({', '.join(BUNDLED)})")
+        raise ScenarioError(
+            f"scenario {name_or_path!r}: no such file, and not a bundled scenario ({', '.join(BUNDLED)})"
+        )
     return parse_scenario(path.read_text(), str(path))
 
 
@@ -242,8 +250,11 @@ def _scale_namespaces(scale: ScaleModel) -> list[NamespaceModel]:
     out = []
     for n in range(scale.namespaces):
         pods = [
-            PodModel(name=f"app-{p:04d}", labels={"app": f"app-{p:04d}", **scale.labels},
-                     containers=[ContainerModel(name=f"c{c}", image=scale.image) for c in range(scale.containers_per_pod)])
+            PodModel(
+                name=f"app-{p:04d}",
+                labels={"app": f"app-{p:04d}", **scale.labels},
+                containers=[ContainerModel(name=f"c{c}", image=scale.image) for c in range(scale.containers_per_pod)],
+            )
             for p in range(scale.pods_per_namespace)
         ]
         out.append(NamespaceModel(name=f"{scale.prefix}-{n:0{width}d}", pods=pods))
@@ -272,8 +283,9 @@ def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
             if pod.owner is not None:
                 key = (pod.owner.kind, pod.owner.name)
                 if key not in owners:
-                    owners[key] = _create_owner(cluster, ns.name, pod.owner, obj,
-                                                sum(1 for p in ns.pods if p.owner == pod.owner))
+                    owners[key] = _create_owner(
+                        cluster, ns.name, pod.owner, obj, sum(1 for p in ns.pods if p.owner == pod.owner)
+                    )
                 parent = owners[key]
                 if pod.owner.kind == "Deployment":
                     obj["metadata"]["labels"]["pod-template-hash"] = parent["metadata"]["labels"]["pod-template-hash"]
@@ -288,7 +300,9 @@ def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
     return {"namespaces": len(namespaces), "pods": pods, "containers": containers}
 
 
-def _create_owner(cluster: Cluster, ns: str, owner: OwnerModel, first_pod: dict[str, Any], replicas: int) -> dict[str, Any]:
+def _create_owner(
+    cluster: Cluster, ns: str, owner: OwnerModel, first_pod: dict[str, Any], replicas: int
+) -> dict[str, Any]:
     """The workload objects for pods a scenario lists explicitly, shaped as the controllers make them."""
     labels = dict(first_pod["metadata"]["labels"]) or {"app": owner.name}
     first_pod["metadata"]["labels"] = dict(labels)
@@ -298,8 +312,9 @@ def _create_owner(cluster: Cluster, ns: str, owner: OwnerModel, first_pod: dict[
         spec["replicas"] = replicas
     rt = by_kind(owner.kind)
     existing = cluster.store.find(rt, ns, owner.name)
-    workload = existing or cluster.store.create(rt, {"metadata": {"name": owner.name, "namespace": ns, "labels": labels},
-                                                     "spec": spec})
+    workload = existing or cluster.store.create(
+        rt, {"metadata": {"name": owner.name, "namespace": ns, "labels": labels}, "spec": spec}
+    )
     if owner.kind != "Deployment":
         return workload
     h = template_hash(template)
@@ -309,11 +324,21 @@ def _create_owner(cluster: Cluster, ns: str, owner: OwnerModel, first_pod: dict[
     if rs is None:
         rs_template = copy.deepcopy(template)
         rs_template["metadata"]["labels"]["pod-template-hash"] = h
-        rs = cluster.store.create(rs_rt, {
-            "metadata": {"name": rs_name, "namespace": ns, "labels": {**labels, "pod-template-hash": h},
-                         "ownerReferences": [owner_ref(workload)],
-                         "annotations": {"deployment.kubernetes.io/revision": "1"}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {**labels, "pod-template-hash": h}},
-                     "template": rs_template},
-        })
+        rs = cluster.store.create(
+            rs_rt,
+            {
+                "metadata": {
+                    "name": rs_name,
+                    "namespace": ns,
+                    "labels": {**labels, "pod-template-hash": h},
+                    "ownerReferences": [owner_ref(workload)],
+                    "annotations": {"deployment.kubernetes.io/revision": "1"},
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {**labels, "pod-template-hash": h}},
+                    "template": rs_template,
+                },
+            },
+        )
     return rs

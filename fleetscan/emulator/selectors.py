@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ApiError
 
@@ -97,7 +98,7 @@ def parse_field_selector(text: str) -> list[tuple[str, bool, str]]:
             raise ApiError.bad_request(f"invalid selector: {term!r}; can't understand {term!r}")
         key = key.strip()
         if key not in FIELD_GETTERS:
-            raise ApiError.bad_request(f'field label not supported: {key}')
+            raise ApiError.bad_request(f"field label not supported: {key}")
         out.append((key, equal, value.strip()))
     return out
 

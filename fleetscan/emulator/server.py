@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -30,9 +31,15 @@ WORKDIR_PREFIX = "fleetscan-emu-"
 
 def kubeconfig(server: str, ca_pem: bytes, token: str, name: str = "fleetscan-emulator") -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
+            }
+        ],
         "users": [{"name": f"{name}-admin", "user": {"token": token}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin", "namespace": "default"}}],
     }
@@ -55,9 +62,16 @@ class Emulator:
     process and removes every folder it made.
     """
 
-    def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 exec_requires_create: bool = True, workdir_parent: str | None = None,
-                 watch_history: int = 10_000) -> None:
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        exec_requires_create: bool = True,
+        workdir_parent: str | None = None,
+        watch_history: int = 10_000,
+    ) -> None:
         self._watch_history = watch_history
         self._scenario = scenario
         self._host = host
@@ -109,8 +123,9 @@ class Emulator:
         runner: web.AppRunner | None = None
         try:
             self.cert = mint_serving_cert()
-            self.cluster = Cluster(self.workdir, exec_requires_create=self._exec_requires_create,
-                                   watch_history=self._watch_history)
+            self.cluster = Cluster(
+                self.workdir, exec_requires_create=self._exec_requires_create, watch_history=self._watch_history
+            )
             if self._scenario is not None:
                 self.summary = apply_scenario(self.cluster, self._scenario)
             app = web.Application(middlewares=[api.api_middleware], client_max_size=64 * 1024 * 1024)
@@ -165,10 +180,8 @@ class Emulator:
 
     def stop(self) -> None:
         if self._loop is not None and self._stopped is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._stopped.set)
-            except RuntimeError:
-                pass
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .clock import Clock
 from .errors import ApiError
@@ -52,8 +54,9 @@ class Store:
     def find(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
         return self._objects[rt.key].get((namespace if rt.namespaced else "", name))
 
-    def list(self, rt: ResourceType, namespace: str = "",
-             accept: Callable[[Obj], bool] | None = None) -> list[Obj]:
+    def list(
+        self, rt: ResourceType, namespace: str = "", accept: Callable[[Obj], bool] | None = None
+    ) -> builtins.list[Obj]:
         items: Iterator[Obj] = iter(self._objects[rt.key].values())
         if namespace and rt.namespaced:
             items = (o for o in items if o["metadata"]["namespace"] == namespace)
@@ -126,5 +129,5 @@ class Store:
             for queue in queues:
                 queue.put_nowait(None)
 
-    def events_since(self, rt: ResourceType, rv: int) -> list[Event]:
+    def events_since(self, rt: ResourceType, rv: int) -> builtins.list[Event]:
         return [e for e in self.history if e.rv > rv and e.resource == rt.key]

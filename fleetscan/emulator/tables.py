@@ -43,18 +43,43 @@ def _cells(kind: str, obj: Obj, clock: Clock) -> tuple[list[Obj], list[Any]]:
     if kind == "Pod":
         statuses = status.get("containerStatuses") or []
         ready = sum(1 for s in statuses if s.get("ready"))
-        return ([_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts", "string"),
-                 _col("Age"), _col("IP", priority=1), _col("Node", priority=1)],
-                [meta["name"], f"{ready}/{len(obj['spec'].get('containers') or [])}", _pod_status(obj),
-                 str(sum(int(s.get("restartCount", 0)) for s in statuses)), created,
-                 status.get("podIP", "<none>"), obj["spec"].get("nodeName", "<none>")])
+        return (
+            [
+                _col("Name", fmt="name"),
+                _col("Ready"),
+                _col("Status"),
+                _col("Restarts", "string"),
+                _col("Age"),
+                _col("IP", priority=1),
+                _col("Node", priority=1),
+            ],
+            [
+                meta["name"],
+                f"{ready}/{len(obj['spec'].get('containers') or [])}",
+                _pod_status(obj),
+                str(sum(int(s.get("restartCount", 0)) for s in statuses)),
+                created,
+                status.get("podIP", "<none>"),
+                obj["spec"].get("nodeName", "<none>"),
+            ],
+        )
     if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
         want = obj.get("spec", {}).get("replicas", 1)
-        return ([_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date"), _col("Available"), _col("Age")],
-                [meta["name"], f"{status.get('readyReplicas', 0)}/{want}", status.get("updatedReplicas", 0),
-                 status.get("availableReplicas", 0), created])
+        return (
+            [_col("Name", fmt="name"), _col("Ready"), _col("Up-to-date"), _col("Available"), _col("Age")],
+            [
+                meta["name"],
+                f"{status.get('readyReplicas', 0)}/{want}",
+                status.get("updatedReplicas", 0),
+                status.get("availableReplicas", 0),
+                created,
+            ],
+        )
     if kind == "Namespace":
-        return ([_col("Name", fmt="name"), _col("Status"), _col("Age")], [meta["name"], status.get("phase", ""), created])
+        return (
+            [_col("Name", fmt="name"), _col("Status"), _col("Age")],
+            [meta["name"], status.get("phase", ""), created],
+        )
     return [_col("Name", fmt="name"), _col("Age")], [meta["name"], created]
 
 
@@ -66,7 +91,16 @@ def table(kind: str, items: list[Obj], clock: Clock, list_meta: Obj, include_obj
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            }
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
-            "columnDefinitions": columns, "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": columns,
+        "rows": rows,
+    }

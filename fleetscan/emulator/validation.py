@@ -12,9 +12,11 @@ def dns_label_problem(name: str) -> str | None:
     if len(name) > 63:
         return "must be no more than 63 characters"
     if not _LABEL.match(name or ""):
-        return ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
-                "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
-                "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+        return (
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+            "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
+            "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        )
     return None
 
 
@@ -22,9 +24,11 @@ def dns_subdomain_problem(name: str) -> str | None:
     if len(name) > 253:
         return "must be no more than 253 characters"
     if not _SUBDOMAIN.match(name or ""):
-        return ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+        return (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+            "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+            "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        )
     return None
 
 
