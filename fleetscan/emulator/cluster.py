@@ -19,7 +19,7 @@ from .native import helper_binary
 from .pods import PodRunner, apply_defaults, validate
 from .rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES, Attributes, Authorizer, Rule
 from .resources import BY_KEY, RESOURCES, ResourceType
-from .runtime import Runtime
+from .runtime import Runtime, UserNamespace
 from .store import Store
 from .validation import dns_label_problem, dns_subdomain_problem, path_segment_problem
 
@@ -41,7 +41,9 @@ _POD_UPDATE_FORBIDDEN = (
 
 
 class Cluster:
-    def __init__(self, workdir: Path, *, exec_requires_create: bool = True, watch_history: int = 10_000) -> None:
+    def __init__(
+        self, workdir: Path, *, exec_requires_create: bool = True, watch_history: int = 10_000, rootless: bool = False
+    ) -> None:
         self.clock = Clock()
         self.store = Store(self.clock, watch_history)
         self.authn = Authenticator(self.store, self.clock)
@@ -50,7 +52,10 @@ class Cluster:
         self.faults = Faults()
         helper = helper_binary()
         self.images = ImageStore(workdir / "images", helper)
-        self.pods = PodRunner(Runtime(workdir / "pods", helper), self.images, self.clock)
+        self.userns = UserNamespace(helper) if rootless else None
+        if self.userns is not None:
+            self.userns.start()
+        self.pods = PodRunner(Runtime(workdir / "pods", helper, self.userns), self.images, self.clock)
         self.controllers = Controllers(self)
         # Kubernetes >= 1.35 also requires `create` on pods/exec for the WebSocket (GET) upgrade.
         self.exec_requires_create = exec_requires_create
@@ -64,6 +69,8 @@ class Cluster:
     def shutdown(self) -> None:
         self.store.close_watches()
         self.pods.stop_all()
+        if self.userns is not None:
+            self.userns.stop()
 
     # -- internal writes with side effects (no authorization) ----------------------------------------
     def create_object(self, rt: ResourceType, obj: Obj) -> Obj:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 BUSYBOX_BINARY = Path("/bin/busybox")
 BASES = ("busybox", "distroless", "scratch", "debug", "scanner")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -108,11 +110,20 @@ def _clear(target: Path) -> None:
         raise ImageError(f"{target.name!r} is a directory")
 
 
+def _chown(path: Path, uid: int, gid: int) -> None:
+    """Only root can give files away. A non-root (rootless) emulator owns every image file, which
+    its user namespace shows as root's."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+    elif (uid, gid) != (0, 0):
+        log.warning("rootless: %s keeps its owner (wanted %d:%d)", path.name, uid, gid)
+
+
 def _write(root: Path, path: str, data: bytes, mode: int, uid: int = 0, gid: int = 0) -> None:
     target = inside(root, path)
     _clear(target)
     target.write_bytes(data)
-    os.chown(target, uid, gid)
+    _chown(target, uid, gid)
     os.chmod(target, mode)  # after chown: chown clears setuid bits
 
 
@@ -194,7 +205,7 @@ def _build_distroless(root: Path, app: Path) -> None:
         (root / d).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     os.chmod(root / "root", 0o700)
-    os.chown(root / "home/nonroot", 65532, 65532)
+    _chown(root / "home/nonroot", 65532, 65532)
     (root / "etc/passwd").write_text("\n".join(_DISTROLESS_PASSWD) + "\n")
     (root / "etc/group").write_text("\n".join(_DISTROLESS_GROUP) + "\n")
     _write_os_release(root, _DISTROLESS_OS)

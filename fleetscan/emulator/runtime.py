@@ -18,6 +18,7 @@ import select
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,12 +172,58 @@ class Sandbox:
     containers: dict[str, Container] = field(default_factory=dict)
 
 
+class UserNamespace:
+    """Rootless mode: a keeper process holding a user namespace (and a mount namespace it owns).
+
+    Helpers join it before creating containers, so a non-root user gets PID and mount namespaces,
+    overlayfs and chroot, with the kernel's permission checks inside. Run by root it maps uids
+    0-65535 to themselves; run by a user it maps only that user, to root.
+    """
+
+    def __init__(self, helper: Path) -> None:
+        self._helper = helper
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.process = subprocess.Popen(
+            ["unshare", "--user", "--mount", "--propagation", "private", str(self._helper), "pause"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        # unshare execs the helper once the namespaces exist; only then are the maps writable.
+        while os.path.realpath(f"/proc/{self.pid}/exe") != os.path.realpath(self._helper):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError_(f"could not create a user namespace: {err.strip() or 'timed out'}")
+            time.sleep(0.005)
+        if os.geteuid() == 0:
+            maps = {"uid_map": "0 0 65536\n", "gid_map": "0 0 65536\n"}
+        else:
+            Path(f"/proc/{self.pid}/setgroups").write_text("deny")
+            maps = {"uid_map": f"0 {os.geteuid()} 1\n", "gid_map": f"0 {os.getegid()} 1\n"}
+        for name, text in maps.items():
+            Path(f"/proc/{self.pid}/{name}").write_text(text)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
 class Runtime:
-    def __init__(self, workdir: Path, helper: Path) -> None:
+    def __init__(self, workdir: Path, helper: Path, userns: UserNamespace | None = None) -> None:
         self._dir = workdir
         self._helper = helper
         self._ids = itertools.count(1)
         self._dir.mkdir(parents=True, exist_ok=True)
+        self._join = ["-N", str(userns.pid)] if userns is not None else []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def new_sandbox(self, share_pid: bool) -> Sandbox:
@@ -206,7 +253,7 @@ class Runtime:
         """Spawn the container's helper; `wait_ready` then collects its PID (start many, then wait)."""
         ctr.directory = sandbox.directory / f"{ctr.name}-{next(self._ids)}"
         ctr.directory.mkdir()
-        args = [str(self._helper), "start"]
+        args = [str(self._helper), "start", *self._join]
         if overlay:
             merged, upper, work = (ctr.directory / d for d in ("rootfs", "upper", "work"))
             for d in (merged, upper, work):
@@ -281,6 +328,7 @@ class Runtime:
         args = [
             str(self._helper),
             "exec",
+            *self._join,
             "-t",
             str(ctr.pid),
             *ctr.creds.helper_args(),

@@ -71,8 +71,11 @@ class Emulator:
         exec_requires_create: bool = True,
         workdir_parent: str | None = None,
         watch_history: int = 10_000,
+        rootless: bool | None = None,
     ) -> None:
         self._watch_history = watch_history
+        # Without root, containers live in a user namespace; root may ask for that path too.
+        self._rootless = os.geteuid() != 0 if rootless is None else rootless
         self._scenario = scenario
         self._host = host
         self._port = port
@@ -124,7 +127,10 @@ class Emulator:
         try:
             self.cert = mint_serving_cert()
             self.cluster = Cluster(
-                self.workdir, exec_requires_create=self._exec_requires_create, watch_history=self._watch_history
+                self.workdir,
+                exec_requires_create=self._exec_requires_create,
+                watch_history=self._watch_history,
+                rootless=self._rootless,
             )
             if self._scenario is not None:
                 self.summary = apply_scenario(self.cluster, self._scenario)

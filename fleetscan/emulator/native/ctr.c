@@ -40,6 +40,9 @@ static void on_stop(int sig) { (void)sig; stop_requested = 1; }
 static void on_chld(int sig) { (void)sig; }
 
 static int pause_main(void) {
+    /* Never outlive the process that started us (a container helper, or the emulator itself
+     * when this is the rootless keeper). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop;
@@ -74,7 +77,8 @@ static void apply_creds(const struct creds *c) {
         }
     }
     if (c->set_ids) {
-        if (setgroups(0, NULL) != 0) die("setgroups");
+        /* A user namespace mapped by an unprivileged user denies setgroups; nothing to drop then. */
+        if (setgroups(0, NULL) != 0 && errno != EPERM) die("setgroups");
         if (setresgid(c->gid, c->gid, c->gid) != 0) die("setgid");
         if (setresuid(c->uid, c->uid, c->uid) != 0) die("setuid");
     }
@@ -129,6 +133,21 @@ static void parse_creds(struct creds *c, int opt, const char *arg) {
     if (opt == 'c') { c->set_caps = 1; c->caps = strtoull(arg, NULL, 16); }
 }
 
+/* Rootless mode: enter the emulator's user namespace (and, for `start`, its mount namespace)
+ * held by a keeper process. As its owner we have every capability inside it. */
+static void join_keeper(pid_t keeper, int with_mounts) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/user", keeper);
+    int userfd = open(path, O_RDONLY | O_CLOEXEC);
+    snprintf(path, sizeof path, "/proc/%d/ns/mnt", keeper);
+    int mntfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (userfd < 0 || mntfd < 0) die("open keeper namespaces");
+    if (setns(userfd, CLONE_NEWUSER) != 0) die("enter user namespace");
+    if (with_mounts && setns(mntfd, CLONE_NEWNS) != 0) die("enter keeper mount namespace");
+    close(userfd);
+    close(mntfd);
+}
+
 static int forward_pid = 0;
 static void forward_kill(int sig) { (void)sig; if (forward_pid > 0) kill(forward_pid, SIGKILL); }
 
@@ -141,15 +160,16 @@ static int wait_status(pid_t child) {
     return 128 + WTERMSIG(status);
 }
 
-/* start -r ROOT [-l LOWER -u UPPER -w WORK] [-P | -j PID] [-U uid] [-G gid] [-c hexcaps] [-- argv] */
+/* start -r ROOT [-l LOWER -u UPPER -w WORK] [-P | -j PID] [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-- argv] */
 static int start_main(int argc, char **argv) {
     const char *root = NULL, *lower = NULL, *upper = NULL, *work = NULL;
     int new_pidns = 0;
-    pid_t join = 0;
+    pid_t join = 0, keeper = 0;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:U:G:c:")) != -1) {
+    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:N:U:G:c:")) != -1) {
         switch (opt) {
+        case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'r': root = optarg; break;
         case 'l': lower = optarg; break;
         case 'u': upper = optarg; break;
@@ -167,6 +187,7 @@ static int start_main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     if (self < 0) die("open self");
+    if (keeper) join_keeper(keeper, 1);
     if (join) {
         char nspath[64];
         snprintf(nspath, sizeof nspath, "/proc/%d/ns/pid", join);
@@ -210,16 +231,17 @@ static int start_main(int argc, char **argv) {
     return wait_status(child);
 }
 
-/* exec -t PID [-U uid] [-G gid] [-c hexcaps] [-d DIR] [-s FD] -- argv */
+/* exec -t PID [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-d DIR] [-s FD] -- argv */
 static int exec_main(int argc, char **argv) {
-    pid_t target = 0;
+    pid_t target = 0, keeper = 0;
     const char *dir = "/";
     int status_fd = -1;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+t:U:G:c:d:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "+t:N:U:G:c:d:s:")) != -1) {
         switch (opt) {
         case 't': target = (pid_t)atoi(optarg); break;
+        case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'd': dir = optarg; break;
         case 's': status_fd = atoi(optarg); break;
         default: parse_creds(&c, opt, optarg);
@@ -229,6 +251,7 @@ static int exec_main(int argc, char **argv) {
     signal(SIGTERM, forward_kill);
     signal(SIGINT, forward_kill);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (keeper) join_keeper(keeper, 0);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/root", target);
     int rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
