@@ -288,3 +288,30 @@ def test_audit_log_records_every_decision(
         ("list", "pods", "alpha", True, 200),
         ("list", "pods", "beta", False, 403),
     ]
+
+
+def test_ephemeral_containers_need_patch_on_their_subresource(
+    scanner: tuple[client.ApiClient, client.ApiClient], fresh_emulator: Emulator
+) -> None:
+    admin, limited = scanner
+    dbg = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox", "targetContainerName": "main"}]}}
+    with pytest.raises(ApiException) as err:
+        client.CoreV1Api(limited).patch_namespaced_pod_ephemeralcontainers("one", "alpha", dbg)
+    assert err.value.status == 403
+    assert 'cannot patch resource "pods/ephemeralcontainers"' in json.loads(err.value.body)["message"]
+    client.RbacAuthorizationV1Api(admin).patch_namespaced_role(
+        "scanner",
+        "alpha",
+        {
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods/ephemeralcontainers"],
+                    "verbs": ["get", "patch"],
+                    "resourceNames": ["one"],
+                }
+            ]
+        },
+    )
+    pod = client.CoreV1Api(limited).patch_namespaced_pod_ephemeralcontainers("one", "alpha", dbg)
+    assert pod.spec.ephemeral_containers[0].name == "dbg"

@@ -138,3 +138,9 @@ def test_apply_rollout_and_scale(fresh_emulator: Emulator, tmp_path: Path) -> No
     assert len(k("get", "pods", "-n", "alpha", "-l", "app=web", "-o", "name", check=True).stdout.split()) == 3
     k("delete", "-f", str(manifest), check=True)
     assert k("get", "pods", "-n", "alpha", "-l", "app=web", "-o", "name", check=True).stdout.split() == []
+
+
+def test_logs_of_a_container(kubectl: Kubectl) -> None:
+    kubectl("exec", "-n", "sandbox", "toolbox", "--", "sh", "-c", "echo from-main > /proc/1/fd/1", check=True)
+    out = kubectl("logs", "-n", "sandbox", "toolbox", "--tail", "1", check=True)
+    assert out.stdout == b"from-main\n"

@@ -241,6 +241,8 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
         ns = ""
     if info.subresource == "exec":
         return await handle_exec(request, cluster, info, user)
+    if info.subresource == "log":
+        return _log(request, cluster, info)
     if rt.virtual:
         if info.verb != "create":
             raise ApiError.method_not_allowed()
@@ -375,6 +377,25 @@ async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: s
 
 def _in_scope(obj: dict[str, Any], ns: str) -> bool:
     return not ns or obj["metadata"].get("namespace") == ns
+
+
+def _log(request: web.Request, cluster: Cluster, info: RequestInfo) -> web.Response:
+    """What the container's main process wrote (`kubectl logs`), optionally only the last lines."""
+    pod = cluster.store.get(BY_KEY[("", "pods")], info.namespace, info.name)
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    name = request.query.get("container") or (names[0] if len(names) == 1 else "")
+    if not name:
+        raise ApiError.bad_request(
+            f"a container name must be specified for pod {info.name}, choose one of: [{' '.join(names)}]"
+        )
+    ctr = cluster.pods.container(pod, name)
+    if ctr is None:
+        raise ApiError.bad_request(f'container "{name}" in pod "{info.name}" is waiting to start')
+    lines = cluster.pods.runtime.log_tail(ctr, limit=10 * 1024 * 1024).splitlines()
+    tail = request.query.get("tailLines", "")
+    if tail.isdigit():
+        lines = lines[len(lines) - int(tail) :] if int(tail) else []
+    return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
 
 
 async def _scale(

@@ -76,6 +76,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         CRUD,
         (
             Subresource("exec", "PodExecOptions", ("create", "get")),
+            Subresource("log", "Pod", ("get",)),
             Subresource("ephemeralcontainers", "Pod", ("get", "patch", "update")),
             Subresource("status", "Pod", ("get", "patch", "update")),
         ),
