@@ -14,6 +14,12 @@ from kubernetes import client, config
 
 from fleetscan.emulator.server import WORKDIR_PREFIX
 
+SERVE = [sys.executable, "-m", "fleetscan", "emulator", "serve"]
+
+
+def workdirs() -> set[str]:
+    return {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORKDIR_PREFIX}*")}
+
 
 def descendants(root: int) -> dict[int, str]:
     """pid -> start time of every process below `root` (start time guards against pid reuse)."""
@@ -60,19 +66,9 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120) ->
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_runs_and_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
     kubeconfig = tmp_path / "kc"
-    before = {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORKDIR_PREFIX}*")}
+    before = workdirs()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fleetscan",
-            "emulator",
-            "serve",
-            "--scenario",
-            "demo",
-            "--kubeconfig-out",
-            str(kubeconfig),
-        ],
+        [*SERVE, "--scenario", "demo", "--kubeconfig-out", str(kubeconfig)],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -83,8 +79,7 @@ def test_serve_runs_and_leaves_nothing_behind(tmp_path: Path, sig: signal.Signal
         assert len(core.list_pod_for_all_namespaces().items) >= 20
         tree = descendants(proc.pid)
         assert len(tree) >= 40  # helpers and container main processes
-        workdirs = {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORKDIR_PREFIX}*")} - before
-        assert len(workdirs) == 1
+        assert len(workdirs() - before) == 1
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -94,8 +89,7 @@ def test_serve_runs_and_leaves_nothing_behind(tmp_path: Path, sig: signal.Signal
     leftovers = [pid for pid, start in tree.items() if alive(pid, start)]
     assert leftovers == []
     assert not kubeconfig.exists()  # it held the admin token of a cluster that is gone
-    after = {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"{WORKDIR_PREFIX}*")} - before
-    assert after == set()
+    assert workdirs() - before == set()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert WORKDIR_PREFIX not in mounts
     assert b"emulator stopped" in (proc.stderr.read() if proc.stderr else b"")
@@ -106,11 +100,7 @@ def test_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_text("namespaces:\n  - name: Not_Valid\n")
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "fleetscan",
-            "emulator",
-            "serve",
+            *SERVE,
             "--scenario",
             str(bad),
             "--kubeconfig-out",

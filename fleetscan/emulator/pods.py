@@ -111,13 +111,17 @@ class PodRunner:
             self.runtime.launch(sandbox, ctr, command=cspec.get("command"))
             launched.append(ctr)
         for ctr in launched:
-            try:
-                self.runtime.wait_ready(ctr)
-                ctr.started_at = self.clock.now()
-                sandbox.containers[ctr.name] = ctr
-            except RuntimeError_ as exc:
-                problems[ctr.name] = ("RunContainerError", str(exc))
+            self._await_ready(sandbox, ctr, problems)
         self._write_status(pod, problems)
+
+    def _await_ready(self, sandbox: Sandbox, ctr: Container, problems: dict[str, tuple[str, str]]) -> None:
+        try:
+            self.runtime.wait_ready(ctr)
+        except RuntimeError_ as exc:
+            problems[ctr.name] = ("RunContainerError", str(exc))
+            return
+        ctr.started_at = self.clock.now()
+        sandbox.containers[ctr.name] = ctr
 
     def add_ephemeral(self, pod: Obj, new: list[Obj]) -> None:
         sandbox = self.sandboxes.get(pod["metadata"]["uid"])
@@ -131,12 +135,7 @@ class PodRunner:
                 continue
             target = sandbox.containers.get(cspec.get("targetContainerName") or "")
             self.runtime.launch(sandbox, ctr, target=target, command=cspec.get("command"))
-            try:
-                self.runtime.wait_ready(ctr)
-                ctr.started_at = self.clock.now()
-                sandbox.containers[ctr.name] = ctr
-            except RuntimeError_ as exc:
-                problems[ctr.name] = ("RunContainerError", str(exc))
+            self._await_ready(sandbox, ctr, problems)
         self._write_status(pod, problems)
 
     def stop(self, pod: Obj) -> None:
