@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,65 @@ def _fail(message: str, code: int = EX_USAGE) -> None:
 def version() -> None:
     """Print fleetscan's version."""
     typer.echo(__version__)
+
+
+def _kube(kubeconfig: Path | None, context: str | None) -> Any:
+    from .kube.client import Kube
+
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return Kube.in_cluster()
+    return Kube.from_kubeconfig(str(kubeconfig) if kubeconfig else None, context)
+
+
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)."),
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")]
+
+
+@app.command()
+def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
+    """Delete scan credentials left by killed runs once their expiry has passed."""
+    from .errors import FleetscanError, UsageError
+    from .kube.credentials import collect_garbage
+
+    try:
+        deleted = collect_garbage(_kube(kubeconfig, context))
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    except FleetscanError as exc:
+        _fail(str(exc), 1)
+        return
+    for item in deleted:
+        typer.echo(f"deleted {item}")
+    typer.echo(f"{len(deleted)} expired object(s) removed", err=True)
+
+
+@app.command()
+def rbac(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the pods.")],
+    pods: Annotated[str, typer.Option(help="Comma-separated pods to scan.")],
+    debug: Annotated[str, typer.Option(help="Comma-separated pods reached by a debug container.")] = "",
+    run_id: Annotated[str, typer.Option("--run-id", help="Run id used in the object names.")] = "example",
+    token_seconds: Annotated[int, typer.Option(help="Token lifetime in seconds (at least 600).")] = 900,
+) -> None:
+    """Print the ServiceAccount, Role and RoleBinding a run would create in a namespace."""
+    import yaml
+
+    from .errors import UsageError
+    from .kube.credentials import CredentialSettings, manifests
+
+    def split(text: str) -> list[str]:
+        return [p.strip() for p in text.split(",") if p.strip()]
+
+    try:
+        docs = manifests(namespace, run_id, split(pods), split(debug), CredentialSettings(token_seconds=token_seconds))
+    except UsageError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
 def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: Any = None) -> None:
