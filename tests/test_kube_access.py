@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,24 @@ def test_token_expiry_mid_namespace_leads_to_a_refresh(access: Emulator, kube: K
         assert transport.run(["true"]).exit_code == 0
         assert creds.refreshes == 2
         assert creds.scan_client().core.read_namespaced_pod("web-aaaaa", "team-a").metadata.name == "web-aaaaa"
+
+
+def expiry(kube: Kube, name: str) -> datetime:
+    stamp = kube.core.read_namespaced_service_account(name, "team-a").metadata.annotations["fleetscan.io/expires-at"]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def test_long_namespaces_refresh_before_expiry_and_stay_out_of_gc(kube: Kube) -> None:
+    t = targets(kube)["web-aaaaa"]
+    eager = CredentialSettings(refresh_after=0.0)  # every use counts as "most of its life is gone"
+    with NamespaceCredentials(kube, "team-a", "long", ["web-aaaaa"], settings=eager) as creds:
+        created = expiry(kube, creds.name)
+        time.sleep(1.1)  # the annotation has second precision
+        assert ExecTransport(creds.scan_client(), t).run(["true"]).exit_code == 0
+        assert creds.refreshes >= 2  # refreshed before use, not after a failure
+        assert expiry(kube, creds.name) > created
+        # a gc between the first expiry and the extended one leaves the live run alone
+        assert collect_garbage(kube, now=created) == []
 
 
 def test_cleanup_when_scanning_raises(kube: Kube) -> None:

@@ -208,7 +208,27 @@ class NamespaceCredentials:
             self._token = tr.status.token
             self._issued = time.monotonic()
             self.refreshes += 1
+        if self.refreshes > 1:
+            self._extend_expiry()
         return self._token
+
+    def _extend_expiry(self) -> None:
+        """A run still in progress must not look like a dead run's leftovers to `fleetscan gc`."""
+        expires = datetime.now(UTC) + timedelta(
+            seconds=self.settings.token_seconds + self.settings.expiry_grace_seconds
+        )
+        patch = {"metadata": {"annotations": {EXPIRES: _iso(expires)}}}
+        for kind, call in (
+            ("serviceaccount", self._kube.core.patch_namespaced_service_account),
+            ("role", self._kube.rbac.patch_namespaced_role),
+            ("rolebinding", self._kube.rbac.patch_namespaced_role_binding),
+        ):
+            try:
+                call(self.name, self.namespace, patch)
+            except Exception as exc:
+                raise classify(
+                    exc, f'extend the expiry of {kind} "{self.name}" in namespace "{self.namespace}"'
+                ) from exc
 
     def token(self) -> str:
         """The current token, refreshed first when most of its life is gone."""
