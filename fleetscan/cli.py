@@ -93,6 +93,54 @@ def rbac(
     typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
+@app.command()
+def validate(
+    input_: Annotated[Path, typer.Option("--input", "-i", help="HDF (InSpec exec-json) results file.")],
+    threshold: Annotated[Path | None, typer.Option("--threshold", "-T", help="SAF threshold YAML file.")] = None,
+    threshold_inline: Annotated[
+        str | None, typer.Option("--threshold-inline", "-I", help='Inline thresholds, e.g. "{compliance.min: 80}".')
+    ] = None,
+    lint_: Annotated[bool, typer.Option("--lint", help="Warn about rules SAF silently ignores.")] = False,
+    saf_check: Annotated[bool, typer.Option("--saf", help="Also run the real SAF CLI and compare verdicts.")] = False,
+) -> None:
+    """Check results against a SAF threshold exactly as `saf validate threshold` does.
+
+    Prints SAF's message byte for byte; exits 0 pass, 1 violation, 2 error (unreadable or invalid
+    input or threshold, which SAF itself would let pass)."""
+    from .errors import FleetscanError
+    from .saf import SafCli
+    from .threshold import ThresholdError, evaluate, lint, load_hdf, load_threshold, parse_inline
+
+    if (threshold is None) == (threshold_inline is None):
+        _fail("give exactly one of --threshold FILE or --threshold-inline TEXT")
+    try:
+        hdf = load_hdf(input_)
+        rules = load_threshold(threshold) if threshold is not None else parse_inline(threshold_inline or "")
+        if lint_:
+            source = threshold.read_text() if threshold is not None else None
+            for warning in lint(rules, flattened_source=source):
+                typer.echo(f"warning: {warning}", err=True)
+        verdict = evaluate(hdf, rules)
+    except ThresholdError as exc:
+        _fail(str(exc), 2)
+        return
+    sys.stdout.write(verdict.stdout)
+    sys.stderr.write(verdict.stderr)
+    if saf_check:
+        cli = SafCli.find()
+        if cli is None:
+            _fail("--saf: the SAF CLI is not installed (make setup installs it into .tools/)", 2)
+            return
+        try:
+            real = cli.validate(input_, threshold_file=threshold, inline=threshold_inline)
+        except FleetscanError as exc:
+            _fail(str(exc), 2)
+            return
+        if (real.stdout, real.stderr) != (verdict.stdout, verdict.stderr):
+            _fail(f"the SAF CLI disagrees: stdout {real.stdout!r}, stderr {real.stderr!r}", 2)
+    raise typer.Exit(0 if verdict.passed else 1)
+
+
 def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: Any = None) -> None:
     from .emulator.scenario import ScenarioError, load_scenario
     from .emulator.server import Emulator

@@ -24,8 +24,13 @@ PASS_MESSAGE = "All validation tests passed"
 STATUSES = ("passed", "failed", "skipped", "no_impact", "error")
 SEVERITIES = ("critical", "high", "medium", "low")
 _CANONICAL = ("none", "low", "medium", "high", "critical")
-_STATUS_KEY = {"Passed": "passed", "Failed": "failed", "Not Reviewed": "skipped", "Not Applicable": "no_impact",
-               "Profile Error": "error"}
+_STATUS_KEY = {
+    "Passed": "passed",
+    "Failed": "failed",
+    "Not Reviewed": "skipped",
+    "Not Applicable": "no_impact",
+    "Profile Error": "error",
+}
 
 
 class ThresholdError(FleetscanError):
@@ -59,8 +64,14 @@ def _problems(doc: Any) -> list[str]:
     profiles = need(doc, "profiles", (list,), "root")
     for p_i, profile in enumerate(profiles if isinstance(profiles, list) else []):
         where = f"profiles[{p_i}]"
-        for key, kinds in (("name", (str,)), ("sha256", (str,)), ("supports", (list,)), ("attributes", (list,)),
-                           ("groups", (list,)), ("controls", (list,))):
+        for key, kinds in (
+            ("name", (str,)),
+            ("sha256", (str,)),
+            ("supports", (list,)),
+            ("attributes", (list,)),
+            ("groups", (list,)),
+            ("controls", (list,)),
+        ):
             need(profile, key, kinds, where)
         for c_i, control in enumerate(profile.get("controls") or [] if isinstance(profile, dict) else []):
             cw = f"{where}.controls[{c_i}]"
@@ -144,8 +155,10 @@ def severity_of(control: dict[str, Any]) -> str:
 
 
 def status_of(control: dict[str, Any]) -> str:
-    segments = ["error" if r.get("backtrace") is not None else (r.get("status") or "no_status")
-                for r in control.get("results") or []]
+    segments = [
+        "error" if r.get("backtrace") is not None else (r.get("status") or "no_status")
+        for r in control.get("results") or []
+    ]
     waived = truthy((control.get("waiver_data") or {}).get("skipped_due_to_waiver", UNDEFINED))
     if "error" in segments:
         return "Profile Error"
@@ -295,8 +308,10 @@ class Verdict:
 
 
 def _violation(name: str, status: str, received: int, relation: str, wanted: Any) -> str:
-    return (f"{name}: Threshold not met. Number of received total {status} controls ({received}) is {relation} "
-            f"your set threshold for the number of {status} controls ({to_string(wanted)})")
+    return (
+        f"{name}: Threshold not met. Number of received total {status} controls ({received}) is {relation} "
+        f"your set threshold for the number of {status} controls ({to_string(wanted)})"
+    )
 
 
 def _iterate(expected: Any, where: str) -> Iterable[Any]:
@@ -340,8 +355,9 @@ def _first_violation(t: Any, counts: Counts, controls: list[CountedControl]) -> 
         shown = ", ".join(actual) if actual else "undefined"
         for e in _iterate(expected, f"{st}.{sev}.controls"):
             if actual is None or not isinstance(e, str) or e not in actual:
-                return (f"Expected {st}.{sev}.controls to contain {to_string(e)} controls but it only "
-                        f"contained [{shown}]")
+                return (
+                    f"Expected {st}.{sev}.controls to contain {to_string(e)} controls but it only contained [{shown}]"
+                )
         if actual is None or len(expected) != len(actual):  # JS: length !== undefined when none
             got = str(len(actual)) if actual else "undefined"
             return f"Expected {st}.{sev}.controls to contain {len(expected)} controls but it contained {got}"
@@ -401,9 +417,11 @@ def lint(threshold: Any, *, flattened_source: str | None = None) -> list[str]:
                 if isinstance(cell, dict):
                     if key == "no_impact" and ({"min", "max"} & set(cell)):
                         warnings.append("no_impact.total.min/max are never checked; use no_impact.total: N")
-                    for bound in cell:
+                    for bound, v in cell.items():
                         if bound not in ("min", "max"):
                             warnings.append(f"{where}.{bound}: unknown or unchecked key, ignored")
+                        elif isinstance(v, str):
+                            warnings.append(f"{where}.{bound}: quoted number; compared loosely, write it unquoted")
                 elif isinstance(cell, str):
                     warnings.append(f"{where}: a quoted number never equals a count; write it unquoted")
                 continue
