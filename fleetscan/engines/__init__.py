@@ -1,0 +1,1 @@
+"""Scanning engines: turn a profile and a way into a container into HDF results."""
