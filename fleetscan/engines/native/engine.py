@@ -77,7 +77,7 @@ class NativeEngine:
         failure: str | None = None
         try:
             if self.exec_mode == "batched":
-                everything = {OsReleaseFact().key(): OsReleaseFact()}
+                everything: dict[str, Fact] = {OsReleaseFact().key(): OsReleaseFact()}
                 everything.update({f.key(): f for f in _facts_of([k for c in active for k in c.checks])})
                 gathered = self._gather(transport, list(everything.values()), stats)
             else:
