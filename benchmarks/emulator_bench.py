@@ -59,8 +59,17 @@ def exec_latency(n: int) -> list[float]:
         samples = []
         for i in range(n + 10):
             start = time.perf_counter()
-            ws = stream(core.connect_get_namespaced_pod_exec, "toolbox", "sandbox", command=["true"],
-                        stderr=True, stdout=True, stdin=False, tty=False, _preload_content=False)
+            ws = stream(
+                core.connect_get_namespaced_pod_exec,
+                "toolbox",
+                "sandbox",
+                command=["true"],
+                stderr=True,
+                stdout=True,
+                stdin=False,
+                tty=False,
+                _preload_content=False,
+            )
             ws.run_forever(timeout=10)
             ws.read_channel(3)
             ws.close()
@@ -75,12 +84,26 @@ def fleet_start(containers: int) -> dict[str, float]:
     pods = containers // namespaces // per_pod
     with tempfile.TemporaryDirectory() as tmp:
         scenario = Path(tmp) / "scale.yaml"
-        scenario.write_text(f"scale: {{namespaces: {namespaces}, pods_per_namespace: {pods}, "
-                            f"containers_per_pod: {per_pod}, image: busybox}}\n")
+        scenario.write_text(
+            f"scale: {{namespaces: {namespaces}, pods_per_namespace: {pods}, "
+            f"containers_per_pod: {per_pod}, image: busybox}}\n"
+        )
         kubeconfig = Path(tmp) / "kc"
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "fleetscan", "emulator", "serve", "--scenario", str(scenario),
-                                 "--kubeconfig-out", str(kubeconfig)], stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetscan",
+                "emulator",
+                "serve",
+                "--scenario",
+                str(scenario),
+                "--kubeconfig-out",
+                str(kubeconfig),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         peak = [0, 0, 0]
         done = threading.Event()
 
@@ -103,8 +126,14 @@ def fleet_start(containers: int) -> dict[str, float]:
         stop = time.perf_counter()
         proc.terminate()
         proc.wait(timeout=300)
-        return {"ready_s": ready, "running_pods": running, "processes": peak[0], "rss_gb": peak[1] / 2**30,
-                "pss_gb": peak[2] / 2**30, "stop_s": time.perf_counter() - stop}
+        return {
+            "ready_s": ready,
+            "running_pods": running,
+            "processes": peak[0],
+            "rss_gb": peak[1] / 2**30,
+            "pss_gb": peak[2] / 2**30,
+            "stop_s": time.perf_counter() - stop,
+        }
 
 
 def main() -> None:
@@ -115,15 +144,21 @@ def main() -> None:
 
     samples = sorted(exec_latency(args.execs))
     median, p90 = statistics.median(samples), samples[int(len(samples) * 0.9) - 1]
-    print(f"exec round trip, Python client, n={len(samples)}: median {median:.1f} ms, p90 {p90:.1f} ms "
-          f"(target: median < 15 ms -> {median / 15:.2f} of budget)")
+    print(
+        f"exec round trip, Python client, n={len(samples)}: median {median:.1f} ms, p90 {p90:.1f} ms "
+        f"(target: median < 15 ms -> {median / 15:.2f} of budget)"
+    )
 
     fleet = fleet_start(args.containers)
-    print(f"{args.containers} containers: ready in {fleet['ready_s']:.1f} s "
-          f"({fleet['ready_s'] / 60:.2f} of the 60 s budget), {fleet['running_pods']:.0f} pods Running, "
-          f"{fleet['processes']:.0f} processes")
-    print(f"peak memory: PSS {fleet['pss_gb']:.2f} GB ({fleet['pss_gb'] / 4:.2f} of the 4 GB budget), "
-          f"summed RSS {fleet['rss_gb']:.2f} GB (counts shared pages once per process)")
+    print(
+        f"{args.containers} containers: ready in {fleet['ready_s']:.1f} s "
+        f"({fleet['ready_s'] / 60:.2f} of the 60 s budget), {fleet['running_pods']:.0f} pods Running, "
+        f"{fleet['processes']:.0f} processes"
+    )
+    print(
+        f"peak memory: PSS {fleet['pss_gb']:.2f} GB ({fleet['pss_gb'] / 4:.2f} of the 4 GB budget), "
+        f"summed RSS {fleet['rss_gb']:.2f} GB (counts shared pages once per process)"
+    )
     print(f"shutdown: {fleet['stop_s']:.1f} s")
 
 

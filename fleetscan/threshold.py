@@ -38,7 +38,7 @@ class ThresholdError(FleetscanError):
 
 
 # -- HDF ---------------------------------------------------------------------------------------------
-def _problems(doc: Any) -> list[str]:
+def exec_json_problems(doc: Any) -> list[str]:
     """The required fields and types of inspecjs's exec-json parser (what SAF accepts)."""
     out: list[str] = []
 
@@ -102,7 +102,7 @@ def load_hdf(path: str | Path) -> dict[str, Any]:
         doc = json.loads(text)
     except ValueError as exc:
         raise ThresholdError(f"{path}: not JSON: {exc}") from exc
-    problems = _problems(doc)
+    problems = exec_json_problems(doc)
     if problems:
         raise ThresholdError(f"{path}: not an InSpec/HDF exec-json result file: " + "; ".join(problems[:5]))
     if not doc["profiles"]:

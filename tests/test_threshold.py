@@ -43,8 +43,11 @@ def row_id(row: dict) -> str:
 def test_recorded_saf_outcome(samples: Path, row: dict) -> None:
     """Exit code, stdout and stderr byte for byte; SAF's crashes (exit 0!) are errors here."""
     args = ["validate", "--input", str(samples / row["hdf"])]
-    args += ["--threshold", str(samples / row["threshold"])] if row["flag"] == "-T" else ["--threshold-inline",
-                                                                                         row["threshold"]]
+    args += (
+        ["--threshold", str(samples / row["threshold"])]
+        if row["flag"] == "-T"
+        else ["--threshold-inline", row["threshold"]]
+    )
     result = CliRunner().invoke(app, args)
     if row["crashed"]:
         assert result.exit_code == 2 and result.stdout == "" and result.stderr.startswith("error: ")
@@ -60,15 +63,24 @@ def test_counts_of_the_edge_file(samples: Path) -> None:
 
 def test_inline_quirks_match_saf() -> None:
     assert parse_inline("{compliance.min: 66}, {failed.medium.min: 97}") == {
-        "compliance": {"min": 66}, "failed": {"medium": {"min": 97}}}
+        "compliance": {"min": 66},
+        "failed": {"medium": {"min": 97}},
+    }
     assert parse_inline("{compliance.min : 67}") == {"compliance": {"min ": 67}}  # SAF drops this rule too
 
 
 def test_lint_names_what_saf_ignores(samples: Path) -> None:
     quirks = samples / "thresholds/quirks"
-    messages = {name: lint(load_threshold(quirks / name), flattened_source=(quirks / name).read_text())
-                for name in ("q02_flat_min_then_max_same_path.yml", "q03_no_impact_total_minmax.yml",
-                             "q05_compliance_zero.yml", "q09_string_values.yml", "q16_unknown_keys.yml")}
+    messages = {
+        name: lint(load_threshold(quirks / name), flattened_source=(quirks / name).read_text())
+        for name in (
+            "q02_flat_min_then_max_same_path.yml",
+            "q03_no_impact_total_minmax.yml",
+            "q05_compliance_zero.yml",
+            "q09_string_values.yml",
+            "q16_unknown_keys.yml",
+        )
+    }
     assert any("keeps the last" in m for m in messages["q02_flat_min_then_max_same_path.yml"])
     assert any("never checked" in m for m in messages["q03_no_impact_total_minmax.yml"])
     assert any("disables the check" in m for m in messages["q05_compliance_zero.yml"])

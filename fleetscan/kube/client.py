@@ -20,11 +20,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """Client-side limits, so a fleet scan cannot flood the API server (client-go's defaults are 5/10;
-    a scan is mostly exec streams, which count as requests too)."""
+    """Client-side limits, so a fleet scan cannot flood the API server. Exec streams count as requests
+    too (as in client-go), so these bound execs per second; kubectl's defaults are 50 and 300."""
 
-    qps: float = 20.0
-    burst: int = 40
+    qps: float = 50.0
+    burst: int = 100
     request_timeout: float = 30.0
 
 

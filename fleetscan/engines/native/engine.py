@@ -74,6 +74,7 @@ class NativeEngine:
         started_at, started = hdf.now_iso(), time.monotonic()
         active = [c for c in self.profile.controls if not c.only_if or self.inputs.get(c.only_if)]
         gathered: dict[str, script.Section] = {}
+        per_check: dict[int, dict[str, script.Section]] = {}  # per-check mode: each check's own facts
         failure: str | None = None
         try:
             if self.exec_mode == "batched":
@@ -81,11 +82,9 @@ class NativeEngine:
                 everything.update({f.key(): f for f in _facts_of([k for c in active for k in c.checks])})
                 gathered = self._gather(transport, list(everything.values()), stats)
             else:
-                gathered.update(self._gather(transport, [OsReleaseFact()], stats))
-                for control in active:
-                    for check in control.checks:
-                        todo = [f for f in _facts_of([check]) if f.key() not in gathered]
-                        gathered.update(self._gather(transport, todo, stats))
+                gathered = self._gather(transport, [OsReleaseFact()], stats)
+                for check in (k for c in active for k in c.checks):
+                    per_check[id(check)] = self._gather(transport, _facts_of([check]), stats)
         except FleetscanError as exc:  # the container could not be examined: every result says so
             failure = str(exc)
         cpu = time.process_time()
@@ -98,7 +97,8 @@ class NativeEngine:
                 outcomes = [Outcome("error", control.title, f"the container could not be examined: {failure}")]
             else:
                 for check in control.checks:
-                    outcomes += evaluate(check, lambda f: gathered.get(f.key()), transport.root, target)
+                    sections = per_check.get(id(check), gathered)
+                    outcomes += evaluate(check, lambda f, s=sections: s.get(f.key()), transport.root, target)
             controls.append(
                 hdf.Control(
                     id=control.id,

@@ -1,0 +1,88 @@
+"""HDF from the native engine, scanning the demo fleet, judged by the real SAF CLI exactly as by fleetscan."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from fleetscan.emulator.server import Emulator
+from fleetscan.engines.native.engine import NativeEngine
+from fleetscan.engines.native.profile import load_profile
+from fleetscan.hdf import write_atomic
+from fleetscan.kube.approach import ApproachSettings, connect, decide, ephemeral_containers_supported
+from fleetscan.kube.discovery import Selection, discover
+from fleetscan.kube.transports import has_shell
+from fleetscan.saf import SafCli
+from fleetscan.threshold import evaluate, load_hdf, load_threshold
+
+from .kube_helpers import admin_kube
+
+PODS = (
+    "web-7d9f-abcde",
+    "api-0",
+    "payments-6c5b-aaaaa",
+    "ledger-0",
+    "node-agent-x1y2z",
+    "nightly-report-28461230-abcde",
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def saf() -> SafCli:
+    cli = SafCli.find()
+    if cli is None:
+        pytest.skip("the SAF CLI is not installed (make setup installs it)")
+    return cli
+
+
+@pytest.fixture(scope="module")
+def fleet_hdfs(demo_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """One HDF per demo container, each reached by the approach `auto` picks."""
+    folder = tmp_path_factory.mktemp("hdf")
+    kube = admin_kube(demo_emulator, folder)
+    engine = NativeEngine(load_profile("container-baseline"))
+    settings = ApproachSettings(debug_image="fleetscan/debug:1.0")
+    supported = ephemeral_containers_supported(kube)
+    paths = []
+    for target in discover(kube, Selection()).targets:
+        if target.pod not in PODS:
+            continue
+        decision = decide(target, settings, lambda t=target: has_shell(kube, t), supported)
+        assert decision.approach is not None
+        doc = engine.scan(connect(kube, target, decision.approach, settings), target).document
+        path = folder / f"{target.namespace}_{target.pod}_{target.container}.json"
+        write_atomic(path, doc)
+        paths.append(path)
+    assert len(paths) == len(PODS)
+    return paths
+
+
+@pytest.mark.parametrize("threshold", ["default.yml", "strict.yml"])
+def test_native_hdf_verdicts_equal_the_saf_cli(
+    saf: SafCli, fleet_hdfs: list[Path], threshold: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / threshold
+    rules.write_text(resources.files("fleetscan.profiles").joinpath(threshold).read_text())
+    verdicts = []
+    for path in fleet_hdfs:
+        ours = evaluate(load_hdf(path), load_threshold(rules))
+        real = saf.validate(path, threshold_file=rules)
+        assert (real.stdout, real.stderr) == (ours.stdout, ours.stderr), path.name
+        verdicts.append(ours.passed)
+    assert not all(verdicts)  # the demo fleet has misconfigured containers
+
+
+def test_saf_view_summary_reads_native_hdf(saf: SafCli, fleet_hdfs: list[Path]) -> None:
+    result = saf.summary(*fleet_hdfs)
+    assert result.exit_code == 0, result.stderr
+    (summary,) = json.loads(result.stdout)
+    assert summary["profileName"] == "container-baseline"
+    assert sorted(summary["resultSets"]) == sorted(p.name for p in fleet_hdfs)
+    ours = [evaluate(load_hdf(p), {}).counts for p in fleet_hdfs]
+    assert summary["compliance"] == pytest.approx(sum(c.compliance for c in ours) / len(ours))
+    assert summary["failed"]["critical"] == sum(c.at("critical", "failed") for c in ours)
