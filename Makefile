@@ -52,6 +52,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python benchmarks/emulator_bench.py
+	$(BIN)/python benchmarks/engine_bench.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info
