@@ -7,6 +7,7 @@ the way InSpec's Kubernetes transport pays one exec per command, so benchmarks c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,10 @@ def _facts_of(checks: list[Check]) -> list[Fact]:
         for fact in facts_for(check.resource, check.target, check.expect):
             facts.setdefault(fact.key(), fact)
     return list(facts.values())
+
+
+def _lookup(sections: dict[str, script.Section]) -> Callable[[Fact], script.Section | None]:
+    return lambda fact: sections.get(fact.key())
 
 
 class NativeEngine:
@@ -97,8 +102,7 @@ class NativeEngine:
                 outcomes = [Outcome("error", control.title, f"the container could not be examined: {failure}")]
             else:
                 for check in control.checks:
-                    sections = per_check.get(id(check), gathered)
-                    outcomes += evaluate(check, lambda f, s=sections: s.get(f.key()), transport.root, target)
+                    outcomes += evaluate(check, _lookup(per_check.get(id(check), gathered)), transport.root, target)
             controls.append(
                 hdf.Control(
                     id=control.id,
