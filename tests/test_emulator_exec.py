@@ -46,11 +46,13 @@ def run(
         ws.write_stdin(stdin)
         ws.close_channel(0)
     out, err, status = b"", b"", b""
-    while ws.is_open():
+    while True:
         ws.update(timeout=5)
         out += ws.read_channel(1) or b""
         err += ws.read_channel(2) or b""
         status += ws.read_channel(3) or b""
+        if not ws.is_open():  # the frames of the last update were read just above
+            break
     ws.close()
     return json.loads(status), out, err
 
