@@ -141,6 +141,143 @@ def validate(
     raise typer.Exit(0 if verdict.passed else 1)
 
 
+def _run_scan(params: Any, *, show_progress: bool, verbose: bool) -> dict[str, Any]:
+    """Run the fleet_scan flow in this process (Prefect's server from PREFECT_API_URL, or an
+    ephemeral one), with the inputs checked first so mistakes fail before any cluster call."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from .console import progress_bar
+    from .errors import UsageError
+    from .pipeline.setup import engine_for, kube_for, rules_for
+    from .threshold import ThresholdError
+
+    try:
+        engine_for(params)
+        rules_for(params)
+        kube_for(params)
+    except (UsageError, ThresholdError) as exc:
+        _fail(str(exc))
+    from flows.fleet import fleet_scan
+
+    with progress_bar(show_progress):
+        result: dict[str, Any] = fleet_scan(params)
+    return result
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _inputs(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--input {pair!r}: write NAME=VALUE")
+        out[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+    return out
+
+
+@app.command()
+def scan(
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespaces: Annotated[str, typer.Option(help="Comma-separated namespaces or globs (default: all).")] = "",
+    namespace_selector: Annotated[str, typer.Option(help="Label selector on namespaces.")] = "",
+    exclude_namespaces: Annotated[str, typer.Option(help="Comma-separated namespaces or globs to leave out.")] = (
+        "kube-system,kube-public,kube-node-lease"
+    ),
+    selector: Annotated[str, typer.Option(help="Label selector on pods.")] = "",
+    profile: Annotated[str, typer.Option(help="Bundled profile name or a profile file.")] = "container-baseline",
+    threshold: Annotated[
+        str | None, typer.Option(help="SAF threshold file (default: the bundled default.yml).")
+    ] = None,
+    approach: Annotated[str, typer.Option(help="auto, exec, debug or sidecar.")] = "auto",
+    engine: Annotated[str, typer.Option(help="native or cinc.")] = "native",
+    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Containers scanned at once.")] = 16,
+    out: Annotated[str, typer.Option(help="Run directory (default: runs/<run id>).")] = "",
+    run_id: Annotated[str, typer.Option("--run-id", help="Resume this run (same id, same --out).")] = "",
+    one_per_workload: Annotated[bool, typer.Option(help="One pod per workload revision.")] = False,
+    no_debug: Annotated[bool, typer.Option("--no-debug", help="Never add ephemeral debug containers.")] = False,
+    debug_image: Annotated[str, typer.Option(help="Image of ephemeral debug containers.")] = "busybox:1.36",
+    input_: Annotated[list[str] | None, typer.Option("--input", help="Profile input NAME=VALUE (repeatable).")] = None,
+    output: Annotated[str, typer.Option(help="text or json (the closing summary on stdout).")] = "text",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Scan the fleet once. Exit 0: every container met its threshold; 1: some failed it;
+    2: some could not be scanned; 64: bad usage."""
+    from pydantic import ValidationError
+
+    from .console import closing_summary
+    from .pipeline.params import ScanParams
+
+    if output not in ("text", "json"):
+        _fail("--output must be text or json")
+    try:
+        params = ScanParams(
+            kubeconfig=str(kubeconfig) if kubeconfig else None,
+            context=context,
+            namespaces=_split(namespaces),
+            namespace_selector=namespace_selector,
+            exclude_namespaces=_split(exclude_namespaces),
+            selector=selector,
+            profile=profile,
+            threshold=threshold,
+            approach=approach,
+            allow_debug=not no_debug,
+            debug_image=debug_image,
+            engine=engine,
+            concurrency=concurrency,
+            out=out,
+            run_id=run_id,
+            one_per_workload=one_per_workload,
+            inputs=_inputs(input_ or []),
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        return
+    params = params.resolved()
+    result = _run_scan(params, show_progress=not quiet and output == "text", verbose=verbose)
+    closing_summary(result, as_json=output == "json", quiet=quiet)
+    raise typer.Exit(int(result["exit_code"]))
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option(help="Run directory (default: runs/demo-<time>).")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Start the embedded emulator with the demo fleet, scan it, print the summary and the report."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from .console import closing_summary, err
+    from .emulator.scenario import load_scenario
+    from .emulator.server import Emulator
+    from .pipeline.params import ScanParams
+
+    err.print("starting the embedded Kubernetes emulator with the demo fleet ...")
+    with Emulator(load_scenario("demo")) as emu, tempfile.TemporaryDirectory(prefix="fleetscan-demo-") as tmp:
+        kubeconfig = emu.write_kubeconfig(Path(tmp) / "kubeconfig")
+        s = emu.summary
+        err.print(
+            f"{s['namespaces']} namespaces, {s['pods']} pods, {s['containers']} containers at {emu.url}; "
+            "scanning with the container-baseline profile ..."
+        )
+        run_id = f"demo-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+        params = ScanParams(
+            kubeconfig=str(kubeconfig), run_id=run_id, out=out or f"runs/{run_id}", debug_image="fleetscan/debug:1.0"
+        )
+        result = _run_scan(params, show_progress=True, verbose=verbose)
+        closing_summary(result, as_json=False, quiet=False)
+    err.print(
+        "emulator stopped. Exit code of the same scan in CI would be "
+        f"{result['exit_code']} (0 all passed, 1 some failed their threshold, 2 some errors)."
+    )
+
+
 def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: Any = None) -> None:
     from .emulator.scenario import ScenarioError, load_scenario
     from .emulator.server import Emulator
@@ -182,31 +319,6 @@ def emulator_serve(
 ) -> None:
     """Run the emulator in the foreground until SIGINT or SIGTERM."""
     _serve(scenario, kubeconfig_out, port)
-
-
-@app.command()
-def demo(
-    kubeconfig_out: Annotated[Path, typer.Option("--kubeconfig-out")] = Path(".fleetscan/demo.kubeconfig"),
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
-) -> None:
-    """Start the embedded emulator with the demo fleet and show how to explore it with kubectl."""
-
-    def explain(emu: Any) -> None:
-        kc = kubeconfig_out
-        typer.echo(
-            "\nThe demo fleet is running. Try, in another terminal:\n"
-            f"  kubectl --kubeconfig {kc} get pods -A\n"
-            f"  kubectl --kubeconfig {kc} -n shop exec web-7d9f-abcde -- cat /etc/os-release\n"
-            f"  kubectl --kubeconfig {kc} -n shop create token default --duration 15m\n"
-            f"  kubectl --kubeconfig {kc} auth can-i create pods/exec -n shop "
-            "--as system:serviceaccount:shop:default\n"
-            f"  kubectl --kubeconfig {kc} -n shop debug api-0 --image fleetscan/debug:1.0 --target api "
-            "--profile general -c dbg -- sleep 3600\n"
-            f"  kubectl --kubeconfig {kc} -n shop exec api-0 -c dbg -- cat /proc/1/root/etc/os-release\n",
-            err=True,
-        )
-
-    _serve("demo", kubeconfig_out, port, explain)
 
 
 # typer vendors click; its UsageError is reachable through the public BadParameter.

@@ -116,7 +116,7 @@ def test_control_api_is_admin_only(fresh_emulator: Emulator, tmp_path: Path) -> 
     with pytest.raises(EmulatorControlError, match="403"):
         intruder.advance_clock(3600)
     with pytest.raises(EmulatorControlError, match="400"):
-        fresh_emulator.client().set_faults(errors=[{"path": "/", "code": 404}])
+        fresh_emulator.client().set_faults(errors=[{"path": "/", "code": 404}])  # not a fault the emulator injects
 
 
 def test_audit_counts_api_calls(fresh_emulator: Emulator, tmp_path: Path) -> None:

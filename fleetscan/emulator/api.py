@@ -122,7 +122,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             await asyncio.sleep(delay)
         injected = cluster.faults.error_for(request.method, request.path)
         if injected:
-            reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[injected.code]
+            reason = {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}[
+                injected.code
+            ]
             headers = {"Retry-After": str(injected.retry_after)} if injected.code in (429, 503) else {}
             raise ApiError(
                 injected.code, reason, f"injected fault: {reason}", {"retryAfterSeconds": injected.retry_after}, headers

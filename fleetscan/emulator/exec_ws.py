@@ -105,7 +105,7 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
         raise ApiError.bad_request("Upgrade request required")
     await ws.prepare(request)
     proc, status_fd = await cluster.pods.runtime.exec(ctr, argv, stdin=want_stdin)
-    drop_after = cluster.faults.exec_drop_after_bytes
+    drop_after = cluster.faults.take_exec_drop()
     sent = 0
     dropped = False
 

@@ -31,6 +31,7 @@ class Faults:
     latency: list[Latency] = field(default_factory=list)
     errors: list[InjectedError] = field(default_factory=list)
     exec_drop_after_bytes: int | None = None
+    exec_drop_count: int = -1  # how many exec streams to cut; -1 = every one
     _fired: dict[int, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=lambda: random.Random(0))
@@ -44,8 +45,8 @@ class Faults:
         errors = []
         for x in spec.get("errors") or []:
             code = int(x["code"])
-            if code not in (429, 500, 503):
-                raise ValueError(f"error code {code}: the emulator injects 429, 500 or 503")
+            if code not in (403, 429, 500, 503):
+                raise ValueError(f"error code {code}: the emulator injects 403, 429, 500 or 503")
             errors.append(
                 InjectedError(
                     re.compile(x.get("path", ".*")),
@@ -59,6 +60,7 @@ class Faults:
         with self._lock:
             self.latency, self.errors = latency, errors
             self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
+            self.exec_drop_count = int(spec.get("exec_drop_count", -1))
             self._fired.clear()
             if "seed" in spec:
                 self._random.seed(spec["seed"])
@@ -80,3 +82,12 @@ class Faults:
                     self._fired[i] = self._fired.get(i, 0) + 1
                     return x
         return None
+
+    def take_exec_drop(self) -> int | None:
+        """The byte limit for the next exec stream, if it is to be cut (counting down the budget)."""
+        with self._lock:
+            if self.exec_drop_after_bytes is None or self.exec_drop_count == 0:
+                return None
+            if self.exec_drop_count > 0:
+                self.exec_drop_count -= 1
+            return int(self.exec_drop_after_bytes)

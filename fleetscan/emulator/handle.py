@@ -51,14 +51,17 @@ class EmulatorClient:
         latency: list[dict[str, Any]] | None = None,
         errors: list[dict[str, Any]] | None = None,
         exec_drop_after_bytes: int | None = None,
+        exec_drop_count: int = -1,
         seed: int | None = None,
     ) -> None:
-        """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex, "code": 429|500|503,
-        "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes: cut exec streams after N bytes."""
+        """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex,
+        "code": 403|429|500|503, "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes:
+        cut exec streams after N bytes (the next `exec_drop_count` of them; -1 = all)."""
         spec: dict[str, Any] = {
             "latency": latency or [],
             "errors": errors or [],
             "exec_drop_after_bytes": exec_drop_after_bytes,
+            "exec_drop_count": exec_drop_count,
         }
         if seed is not None:
             spec["seed"] = seed

@@ -172,7 +172,28 @@ class NamespaceCredentials:
         try:
             call()
         except Exception as exc:
-            raise classify(exc, f'create {kind} "{self.name}" in namespace "{self.namespace}"') from exc
+            err = classify(exc, f'create {kind} "{self.name}" in namespace "{self.namespace}"')
+            if isinstance(err, KubeError) and err.status == 409:
+                self._adopt(kind)  # left by an interrupted attempt of this same run: take it over
+                return
+            raise err from exc
+
+    def _adopt(self, kind: str) -> None:
+        """Bring an object of this run that already exists to what this attempt wants."""
+        sa, role, binding = self._manifests
+        try:
+            if kind == "role":
+                patch = {"rules": role["rules"], "metadata": role["metadata"]}
+                self._kube.rbac.patch_namespaced_role(self.name, self.namespace, patch)
+            elif kind == "serviceaccount":
+                self._kube.core.patch_namespaced_service_account(
+                    self.name, self.namespace, {"metadata": sa["metadata"]}
+                )
+            else:
+                patch = {"metadata": binding["metadata"]}
+                self._kube.rbac.patch_namespaced_role_binding(self.name, self.namespace, patch)
+        except Exception as exc:
+            raise classify(exc, f'take over {kind} "{self.name}" in namespace "{self.namespace}"') from exc
 
     def revoke(self) -> None:
         """Delete what this run created here; deleting the ServiceAccount also invalidates its tokens."""
@@ -334,4 +355,33 @@ def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
                 if not (isinstance(err, KubeError) and err.status == 404):
                     raise err from exc
             deleted.append(f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}")
+    return deleted
+
+
+def revoke_run(kube: Kube, run_id: str) -> list[str]:
+    """Delete every object a run created, in every namespace (after a crash or cancellation)."""
+    selector = f"{MANAGED_BY}=fleetscan,{RUN_ID}={check_label(run_id, 'run id')}"
+    kinds = (
+        ("rolebinding", kube.rbac.list_role_binding_for_all_namespaces, kube.rbac.delete_namespaced_role_binding),
+        ("role", kube.rbac.list_role_for_all_namespaces, kube.rbac.delete_namespaced_role),
+        (
+            "serviceaccount",
+            kube.core.list_service_account_for_all_namespaces,
+            kube.core.delete_namespaced_service_account,
+        ),
+    )
+    deleted = []
+    for kind, lister, deleter in kinds:
+        try:
+            items = lister(label_selector=selector).items
+        except Exception as exc:
+            raise classify(exc, f"list {kind}s of run {run_id}") from exc
+        for obj in items:
+            try:
+                deleter(obj.metadata.name, obj.metadata.namespace)
+                deleted.append(f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}")
+            except Exception as exc:
+                err = classify(exc, f'delete {kind} "{obj.metadata.name}" in "{obj.metadata.namespace}"')
+                if not (isinstance(err, KubeError) and err.status == 404):
+                    raise err from exc
     return deleted

@@ -74,7 +74,11 @@ class NativeEngine:
         sections = script.mark_truncation(script.split(result.stdout, token, len(facts)), facts)
         return {facts[i].key(): s for i, s in sections.items()}
 
-    def scan(self, transport: Transport, target: Target | None = None) -> NativeScan:
+    def scan(
+        self, transport: Transport, target: Target | None = None, *, failures_as_results: bool = True
+    ) -> NativeScan:
+        """Scan one container. When it cannot be examined at all, every control gets an `error`
+        result (`failures_as_results`), or the error is raised for the caller to retry."""
         stats = ScanStats()
         started_at, started = hdf.now_iso(), time.monotonic()
         active = [c for c in self.profile.controls if not c.only_if or self.inputs.get(c.only_if)]
@@ -90,7 +94,9 @@ class NativeEngine:
                 gathered = self._gather(transport, [OsReleaseFact()], stats)
                 for check in (k for c in active for k in c.checks):
                     per_check[id(check)] = self._gather(transport, _facts_of([check]), stats)
-        except FleetscanError as exc:  # the container could not be examined: every result says so
+        except FleetscanError as exc:  # the container could not be examined at all
+            if not failures_as_results:
+                raise
             failure = str(exc)
         cpu = time.process_time()
         controls = []

@@ -1,0 +1,1 @@
+"""Prefect flows: compose the tasks; no Kubernetes or file-format logic here."""

@@ -1,0 +1,288 @@
+"""Real Prefect flow runs of the pipeline against the emulator (a temporary Prefect server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from fleetscan.emulator.scenario import load_scenario, parse_scenario
+from fleetscan.emulator.server import Emulator
+from fleetscan.pipeline.params import ScanParams
+
+from .kube_helpers import admin_kube
+
+RBAC = "rbac.authorization.k8s.io"
+FLEETSCAN = [sys.executable, "-m", "fleetscan"]
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[str]:
+    """A temporary Prefect server; its URL lets CLI subprocesses use it too."""
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield str(PREFECT_API_URL.value())
+
+
+def leftovers(emu: Emulator, tmp_path: Path) -> list[str]:
+    kube = admin_kube(emu, tmp_path)
+    selector = "app.kubernetes.io/managed-by=fleetscan"
+    return (
+        [
+            f"sa/{x.metadata.name}"
+            for x in kube.core.list_service_account_for_all_namespaces(label_selector=selector).items
+        ]
+        + [f"role/{x.metadata.name}" for x in kube.rbac.list_role_for_all_namespaces(label_selector=selector).items]
+        + [
+            f"rb/{x.metadata.name}"
+            for x in kube.rbac.list_role_binding_for_all_namespaces(label_selector=selector).items
+        ]
+    )
+
+
+def summary_of(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text())
+
+
+def by_key(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{t['namespace']}/{t['pod']}/{t['container']}": t for t in summary["targets"]}
+
+
+def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
+    from flows.fleet import fleet_scan
+
+    with Emulator(load_scenario("demo")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        out = tmp_path / "run"
+        result = fleet_scan(
+            ScanParams(kubeconfig=str(kubeconfig), out=str(out), run_id="demo-test", debug_image="fleetscan/debug:1.0")
+        )
+        assert leftovers(emu, tmp_path) == []
+        audit = emu.client().audit()
+    assert result["exit_code"] == 1 and result["run_id"] == "demo-test"
+    s = summary_of(out)
+    t = by_key(s)
+    assert s["totals"] == {"targets": 25, "passed": 13, "failed": 11, "error": 0, "skipped": 1}
+    assert {t[k]["approach"] for k in ("shop/web-7d9f-abcde/web", "batch/etl-0/sidecar")} == {"exec"}
+    assert t["shop/api-0/api"]["approach"] == "debug"  # distroless: no shell, no sidecar
+    assert t["batch/importer/importer"]["approach"] == "debug"  # forced by its annotation
+    assert t["payments/payments-6c5b-aaaaa/app"]["approach"] == "sidecar"
+    assert t["platform/maintenance-shell/shell"]["outcome"] == "skipped"
+    web = t["shop/web-7d9f-abcde/web"]
+    assert web["outcome"] == "failed" and "failed.critical.max" in web["reason"] and web["exec_calls"] <= 3
+    assert all(x["exec_calls"] <= 4 for x in s["targets"])  # sidecars: probe, locate, check, scan
+    assert t["platform/node-agent-x1y2z/agent"]["outcome"] == "failed"  # privileged
+    hdf = json.loads((out / web["hdf"]).read_text())
+    failed = {c["id"] for c in hdf["profiles"][0]["controls"] if any(r["status"] == "failed" for r in c["results"])}
+    assert {"CB-01", "CB-02", "CB-10"} <= failed  # world-writable, setuid helper, empty root password
+    assert (out / "results.csv").read_text().count("\n") == 36 * 24 + 1  # scanned containers x controls
+    assert "Most failed controls" in (out / "report.md").read_text()
+    assert "<table>" in (out / "report.html").read_text()
+    scan_users = {a["user"] for a in audit if a["subresource"] == "exec"}
+    assert scan_users and all(u.startswith("system:serviceaccount:") for u in scan_users)  # never the admin
+
+
+def test_workload_scan_of_one_deployment(prefect_api: str, tmp_path: Path) -> None:
+    from flows.fleet import workload_scan
+
+    with Emulator(load_scenario("demo")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        result = workload_scan(
+            "shop", "Deployment", "web", ScanParams(kubeconfig=str(kubeconfig), out=str(tmp_path / "w"), run_id="wl")
+        )
+        assert leftovers(emu, tmp_path) == []
+    assert result["totals"]["targets"] == 3 and result["totals"]["failed"] == 3
+    assert {x["pod"] for x in summary_of(tmp_path / "w")["targets"]} == {
+        "web-7d9f-abcde",
+        "web-7d9f-fghij",
+        "web-7d9f-klmno",
+    }
+
+
+SMALL = """
+namespaces:
+  - name: ok
+    pods:
+      - {name: a, containers: [{name: c, image: busybox}]}
+      - {name: b, containers: [{name: c, image: busybox}]}
+  - name: refused
+    pods:
+      - {name: x, containers: [{name: c, image: busybox}]}
+"""
+
+
+def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, tmp_path: Path) -> None:
+    """The orchestrator may manage credentials in `ok` but not in `refused`: its containers are errors."""
+    import yaml
+
+    from flows.fleet import fleet_scan
+
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kube = admin_kube(emu, tmp_path)
+        role, _ = yaml.safe_load_all(Path("deployments/rbac/orchestrator.yaml").read_text())
+        discovery_only = {"metadata": {"name": "discovery"}, "rules": role["rules"][:4]}
+        kube.rbac.create_cluster_role(role)
+        kube.rbac.create_cluster_role(discovery_only)
+        token = emu.client().add_user("orchestrator")
+        subject = [{"kind": "User", "name": "orchestrator"}]
+        kube.rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": "discovery"},
+                "subjects": subject,
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "discovery"},
+            }
+        )
+        kube.rbac.create_namespaced_role_binding(
+            "ok",
+            {
+                "metadata": {"name": "orchestrator"},
+                "subjects": subject,
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role["metadata"]["name"]},
+            },
+        )
+        kubeconfig = emu.write_kubeconfig(tmp_path / "orch", token)
+        result = fleet_scan(
+            ScanParams(
+                kubeconfig=str(kubeconfig), namespaces=["ok", "refused"], out=str(tmp_path / "r"), run_id="refused"
+            )
+        )
+        assert leftovers(emu, tmp_path) == []
+    t = by_key(summary_of(tmp_path / "r"))
+    assert result["exit_code"] == 2
+    assert t["refused/x/c"]["outcome"] == "error"
+    assert "no scan credentials for namespace 'refused'" in t["refused/x/c"]["reason"]
+    assert "403" in t["refused/x/c"]["reason"]
+    assert {t["ok/a/c"]["outcome"], t["ok/b/c"]["outcome"]} <= {"passed", "failed"}
+
+
+def test_retries_for_throttling_and_dropped_streams_but_not_403(prefect_api: str, tmp_path: Path) -> None:
+    from flows.fleet import fleet_scan
+
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        handle = emu.client()
+        params = ScanParams(kubeconfig=str(kubeconfig), namespaces=["ok"], approach="exec", concurrency=1, retries=3)
+        # a: two throttled exec upgrades, then fine; b: one stream cut mid-way, then fine
+        handle.set_faults(
+            errors=[{"path": "/namespaces/ok/pods/a/exec", "code": 503, "count": 2, "retry_after": 0}],
+            exec_drop_after_bytes=50,
+            exec_drop_count=1,
+        )
+        fleet_scan(params.model_copy(update={"out": str(tmp_path / "1"), "run_id": "retry1"}))
+        t = by_key(summary_of(tmp_path / "1"))
+        assert t["ok/a/c"]["outcome"] in ("passed", "failed") and t["ok/b/c"]["outcome"] in ("passed", "failed")
+        assert t["ok/a/c"]["attempts"] + t["ok/b/c"]["attempts"] >= 3
+        # a 403 is final: one attempt, an error with the reason
+        handle.set_faults(errors=[{"path": "/namespaces/ok/pods/a/exec", "code": 403}])
+        fleet_scan(params.model_copy(update={"out": str(tmp_path / "2"), "run_id": "retry2"}))
+        t = by_key(summary_of(tmp_path / "2"))
+        handle.clear_faults()
+        assert t["ok/a/c"]["outcome"] == "error" and "403" in t["ok/a/c"]["reason"]
+        assert t["ok/b/c"]["outcome"] != "error"
+        assert leftovers(emu, tmp_path) == []
+
+
+def cli(args: list[str], api: str, **kwargs: Any) -> subprocess.Popen[str]:
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return subprocess.Popen(
+        [*FLEETSCAN, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def test_resume_after_an_interrupted_run(prefect_api: str, tmp_path: Path) -> None:
+    fleet = "namespaces:\n" + "".join(
+        f"  - name: n{i}\n    pods:\n"
+        + "".join(f"      - {{name: p{j}, containers: [{{name: c, image: busybox}}]}}\n" for j in range(4))
+        for i in range(3)
+    )
+    with Emulator(parse_scenario(fleet, "fleet.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        emu.client().set_faults(latency=[{"path": "/exec$", "seconds": 0.5}])
+        out = tmp_path / "run"
+        args = [
+            "scan",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--out",
+            str(out),
+            "--run-id",
+            "resume1",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ]
+        first = cli(args, prefect_api)
+        deadline = time.monotonic() + 120
+        while len(list((out / "records").rglob("*.json"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)  # interrupted half-way, without any chance to clean up
+        first.wait()
+        done_before = {p.relative_to(out / "records") for p in (out / "records").rglob("*.json")}
+        assert 3 <= len(done_before) < 12
+        emu.client().clear_faults()
+        emu.client().clear_audit()
+        second = cli(args, prefect_api)
+        _, err = second.communicate(timeout=300)
+        assert second.returncode in (0, 1), err
+        rescanned = {(a["namespace"], a["name"]) for a in emu.client().audit(subresource="exec")}
+        assert leftovers(emu, tmp_path) == []
+    s = summary_of(out)
+    assert s["totals"]["targets"] == 12 and s["totals"]["error"] == 0
+    finished = {(str(p.parent.parent), str(p.parent.name)) for p in done_before}
+    assert not (finished & rescanned)  # what was done is not scanned again
+
+
+def test_termination_revokes_credentials(prefect_api: str, tmp_path: Path) -> None:
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        emu.client().set_faults(latency=[{"path": "/exec$", "seconds": 3}])
+        run = cli(
+            ["scan", "--kubeconfig", str(kubeconfig), "--namespaces", "ok", "--out", str(tmp_path / "t"), "--quiet"],
+            prefect_api,
+        )
+        deadline = time.monotonic() + 120
+        while not leftovers(emu, tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert leftovers(emu, tmp_path)  # credentials exist while it scans
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=120)
+        emu.client().clear_faults()
+        assert leftovers(emu, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--namespaces", "ok", "--threshold", "LENIENT"], 0),
+        (["--namespaces", "ok", "--threshold", "STRICT"], 1),
+        (["--namespaces", "ok", "--approach", "debug", "--no-debug", "--debug-image", "nope/missing:1"], 2),
+        (["--profile", "no-such-profile"], 64),
+        (["--approach", "teleport"], 64),
+    ],
+)
+def test_exit_codes(prefect_api: str, tmp_path: Path, args: list[str], code: int) -> None:
+    lenient = tmp_path / "lenient.yml"
+    lenient.write_text("compliance:\n  min: 1\n")
+    strict = Path(__file__).parent.parent / "fleetscan" / "profiles" / "strict.yml"
+    args = [str(lenient) if a == "LENIENT" else str(strict) if a == "STRICT" else a for a in args]
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        run = cli(
+            ["scan", "--kubeconfig", str(kubeconfig), "--out", str(tmp_path / "o"), "--output", "json", *args],
+            prefect_api,
+        )
+        out, err = run.communicate(timeout=300)
+    assert run.returncode == code, err
+    if code in (0, 1, 2):
+        assert json.loads(out)["exit_code"] == code
