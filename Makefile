@@ -44,7 +44,7 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check fleetscan tests benchmarks
+	$(BIN)/ruff check fleetscan flows tasks tests benchmarks
 	$(BIN)/mypy fleetscan
 
 demo: setup

@@ -61,10 +61,13 @@ def ephemeral_containers_supported(kube: Kube) -> bool:
     return any(r.name == "pods/ephemeralcontainers" for r in resources)
 
 
-def connect(kube: Kube, target: Target, approach: str, settings: ApproachSettings) -> Transport:
-    """An opened transport for `approach`; raises ApproachUnavailable when it cannot work here."""
+def connect(
+    kube: Kube, target: Target, approach: str, settings: ApproachSettings, *, shell_known: bool = False
+) -> Transport:
+    """An opened transport for `approach`; raises ApproachUnavailable when it cannot work here.
+    `shell_known`: the caller already saw a shell in the container (no second probe)."""
     if approach == "exec":
-        if not has_shell(kube, target):
+        if not shell_known and not has_shell(kube, target):
             raise ApproachUnavailable(f"{target.key}: exec needs a shell in the container, and it has none")
         return ExecTransport(kube, target)
     if approach == "sidecar":

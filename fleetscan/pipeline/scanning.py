@@ -104,7 +104,8 @@ def scan_target(
         record.attempts = attempt + 1
         try:
             with ctx.scanning():
-                transport = connect(kube, target, decision.approach, ctx.approach_settings)
+                shell_known = probe_execs > 0 and decision.approach == "exec" and not decision.forced
+                transport = connect(kube, target, decision.approach, ctx.approach_settings, shell_known=shell_known)
                 try:
                     if isinstance(ctx.engine, NativeEngine):
                         doc = ctx.engine.scan(transport, target, failures_as_results=False).document

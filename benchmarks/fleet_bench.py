@@ -1,0 +1,100 @@
+"""Fleet benchmark: a scale scenario scanned by the Prefect pipeline, with injected exec latency,
+against the reference design's way (one container at a time, a ServiceAccount/Role/RoleBinding per
+pod with its 3 s wait, one exec per check). Everything is measured in this one run; nothing asserts.
+
+    python benchmarks/fleet_bench.py [--namespaces 40] [--pods 25] [--latency 0.03] [--concurrency 16]
+                                     [--reference-sample 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from fleetscan.emulator.scenario import parse_scenario
+from fleetscan.emulator.server import Emulator
+from fleetscan.engines.native.engine import NativeEngine
+from fleetscan.engines.native.profile import load_profile
+from fleetscan.kube.client import ClientSettings, Kube
+from fleetscan.kube.credentials import CredentialSettings, NamespaceCredentials
+from fleetscan.kube.discovery import Selection, discover
+from fleetscan.kube.execstream import run_in
+from fleetscan.kube.transports import ExecTransport
+from fleetscan.pipeline.params import ScanParams
+
+
+def exec_latency(kube: Kube, namespace: str, pod: str, samples: int = 20) -> float:
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        run_in(kube, namespace, pod, "c0", ["true"])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reference_design(kube: Kube, targets: list, profile_name: str) -> float:
+    """Seconds per container the reference scripts take: per-pod RBAC with a 3 s wait, per-check execs."""
+    engine = NativeEngine(load_profile(profile_name), exec_mode="per-check")
+    start = time.perf_counter()
+    for i, target in enumerate(targets):
+        with NamespaceCredentials(kube, target.namespace, f"ref-{i}", [target.pod],
+                                  settings=CredentialSettings()) as creds:
+            time.sleep(3)  # the reference scripts wait for RBAC to propagate
+            engine.scan(ExecTransport(creds.scan_client(), target), target)
+    return (time.perf_counter() - start) / len(targets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--namespaces", type=int, default=40)
+    parser.add_argument("--pods", type=int, default=25)
+    parser.add_argument("--latency", type=float, default=0.03, help="injected seconds per exec")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--reference-sample", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.fleet import fleet_scan
+
+    scenario = parse_scenario(f"scale: {{namespaces: {args.namespaces}, pods_per_namespace: {args.pods}, "
+                              "containers_per_pod: 1, image: busybox}\n", "scale")
+    with prefect_test_harness(server_startup_timeout=120), Emulator(scenario) as emu, \
+            tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = emu.write_kubeconfig(Path(tmp) / "kc")
+        kube = Kube.from_kubeconfig(str(kubeconfig), settings=ClientSettings(qps=1000, burst=1000))
+        emu.client().set_faults(latency=[{"path": "/exec$", "seconds": args.latency}])
+        per_exec = exec_latency(kube, "scale-000", "app-0000")
+        emu.client().clear_audit()
+        params = ScanParams(kubeconfig=str(kubeconfig), out=str(Path(tmp) / "run"), run_id="bench",
+                            concurrency=args.concurrency, qps=1000, burst=1000)
+        start = time.perf_counter()
+        result = fleet_scan(params)
+        wall = time.perf_counter() - start
+        audit = emu.client().audit()
+        targets = result["totals"]["targets"]
+        execs = sum(1 for a in audit if a["subresource"] == "exec")
+        requests = len(audit)
+        ideal = execs * per_exec / args.concurrency
+        sample = discover(kube, Selection(namespaces=("scale-001",))).targets[: args.reference_sample]
+        reference = reference_design(kube, sample, params.profile)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"fleet: {targets} containers in {args.namespaces} namespaces, exec latency {args.latency * 1000:.0f} ms "
+          f"injected (measured {per_exec * 1000:.1f} ms per exec), concurrency {args.concurrency}")
+    print(f"fleetscan: wall {wall:.1f} s; ideal {ideal:.1f} s (exec busy time / concurrency); "
+          f"wall/ideal {wall / ideal:.2f}")
+    print(f"  per container: {requests / targets:.1f} API requests, {execs / targets:.2f} exec calls, "
+          f"orchestration overhead {(wall - ideal) / targets * 1000:.1f} ms")
+    print(f"  outcomes {result['totals']}; peak memory of this process {peak_mb:.0f} MB")
+    print(f"reference design (sample of {len(sample)}): {reference:.2f} s per container -> "
+          f"{reference * targets / 60:.1f} min for the fleet; fleetscan is {reference * targets / wall:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
