@@ -9,15 +9,20 @@ pod with its 3 s wait, one exec per check). Everything is measured in this one r
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from fleetscan.emulator.scenario import parse_scenario
-from fleetscan.emulator.server import Emulator
+import yaml
+
+from fleetscan.emulator.handle import EmulatorClient
 from fleetscan.engines.native.engine import NativeEngine
 from fleetscan.engines.native.profile import load_profile
 from fleetscan.kube.client import ClientSettings, Kube
@@ -26,6 +31,13 @@ from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.execstream import run_in
 from fleetscan.kube.transports import ExecTransport
 from fleetscan.pipeline.params import ScanParams
+
+
+def _handle(kubeconfig: Path) -> Any:
+    """The control handle of an emulator started elsewhere, from the admin kubeconfig it wrote."""
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    cluster, user = cfg["clusters"][0]["cluster"], cfg["users"][0]["user"]
+    return EmulatorClient(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]), user["token"])
 
 
 def exec_latency(kube: Kube, namespace: str, pod: str, samples: int = 20) -> float:
@@ -42,8 +54,9 @@ def reference_design(kube: Kube, targets: list, profile_name: str) -> float:
     engine = NativeEngine(load_profile(profile_name), exec_mode="per-check")
     start = time.perf_counter()
     for i, target in enumerate(targets):
-        with NamespaceCredentials(kube, target.namespace, f"ref-{i}", [target.pod],
-                                  settings=CredentialSettings()) as creds:
+        with NamespaceCredentials(
+            kube, target.namespace, f"ref-{i}", [target.pod], settings=CredentialSettings()
+        ) as creds:
             time.sleep(3)  # the reference scripts wait for RBAC to propagate
             engine.scan(ExecTransport(creds.scan_client(), target), target)
     return (time.perf_counter() - start) / len(targets)
@@ -63,21 +76,49 @@ def main() -> None:
 
     from flows.fleet import fleet_scan
 
-    scenario = parse_scenario(f"scale: {{namespaces: {args.namespaces}, pods_per_namespace: {args.pods}, "
-                              "containers_per_pod: 1, image: busybox}\n", "scale")
-    with prefect_test_harness(server_startup_timeout=120), Emulator(scenario) as emu, \
-            tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = emu.write_kubeconfig(Path(tmp) / "kc")
+    with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as tmp:
+        # The emulator runs in its own process, as a cluster would: not competing for this one's GIL.
+        scenario = Path(tmp) / "scale.yaml"
+        scenario.write_text(
+            f"scale: {{namespaces: {args.namespaces}, pods_per_namespace: {args.pods}, "
+            "containers_per_pod: 1, image: busybox}\n"
+        )
+        kubeconfig = Path(tmp) / "kc"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fleetscan",
+                "emulator",
+                "serve",
+                "--scenario",
+                str(scenario),
+                "--kubeconfig-out",
+                str(kubeconfig),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        while not kubeconfig.exists():
+            if server.poll() is not None:
+                raise SystemExit("the emulator did not start")
+            time.sleep(0.2)
+        emu = _handle(kubeconfig)
         kube = Kube.from_kubeconfig(str(kubeconfig), settings=ClientSettings(qps=1000, burst=1000))
-        emu.client().set_faults(latency=[{"path": "/exec$", "seconds": args.latency}])
+        emu.set_faults(latency=[{"path": "/exec$", "seconds": args.latency}])
         per_exec = exec_latency(kube, "scale-000", "app-0000")
-        emu.client().clear_audit()
-        params = ScanParams(kubeconfig=str(kubeconfig), out=str(Path(tmp) / "run"), run_id="bench",
-                            concurrency=args.concurrency, qps=1000, burst=1000)
+        emu.clear_audit()
+        params = ScanParams(
+            kubeconfig=str(kubeconfig),
+            out=str(Path(tmp) / "run"),
+            run_id="bench",
+            concurrency=args.concurrency,
+            qps=1000,
+            burst=1000,
+        )
         start = time.perf_counter()
         result = fleet_scan(params)
         wall = time.perf_counter() - start
-        audit = emu.client().audit()
+        audit = emu.audit()
         targets = result["totals"]["targets"]
         execs = sum(1 for a in audit if a["subresource"] == "exec")
         requests = len(audit)
@@ -85,15 +126,25 @@ def main() -> None:
         sample = discover(kube, Selection(namespaces=("scale-001",))).targets[: args.reference_sample]
         reference = reference_design(kube, sample, params.profile)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fleet: {targets} containers in {args.namespaces} namespaces, exec latency {args.latency * 1000:.0f} ms "
-          f"injected (measured {per_exec * 1000:.1f} ms per exec), concurrency {args.concurrency}")
-    print(f"fleetscan: wall {wall:.1f} s; ideal {ideal:.1f} s (exec busy time / concurrency); "
-          f"wall/ideal {wall / ideal:.2f}")
-    print(f"  per container: {requests / targets:.1f} API requests, {execs / targets:.2f} exec calls, "
-          f"orchestration overhead {(wall - ideal) / targets * 1000:.1f} ms")
+        server.terminate()
+        server.wait(timeout=120)
+    print(
+        f"fleet: {targets} containers in {args.namespaces} namespaces, exec latency {args.latency * 1000:.0f} ms "
+        f"injected (measured {per_exec * 1000:.1f} ms per exec), concurrency {args.concurrency}"
+    )
+    print(
+        f"fleetscan: wall {wall:.1f} s; ideal {ideal:.1f} s (exec busy time / concurrency); "
+        f"wall/ideal {wall / ideal:.2f}"
+    )
+    print(
+        f"  per container: {requests / targets:.1f} API requests, {execs / targets:.2f} exec calls, "
+        f"orchestration overhead {(wall - ideal) / targets * 1000:.1f} ms"
+    )
     print(f"  outcomes {result['totals']}; peak memory of this process {peak_mb:.0f} MB")
-    print(f"reference design (sample of {len(sample)}): {reference:.2f} s per container -> "
-          f"{reference * targets / 60:.1f} min for the fleet; fleetscan is {reference * targets / wall:.0f}x faster")
+    print(
+        f"reference design (sample of {len(sample)}): {reference:.2f} s per container -> "
+        f"{reference * targets / 60:.1f} min for the fleet; fleetscan is {reference * targets / wall:.0f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,14 @@ def discover_targets(kube: Kube, selection: Selection) -> Discovery:
     return found
 
 
-@task(name="scan-namespace", task_run_name="scan-{namespace}", retries=2, tags=["fleetscan", "scan"], **_COMMON)
+@task(
+    name="scan-namespace",
+    task_run_name="scan-{namespace}",
+    retries=2,
+    timeout_seconds=24 * 3600,
+    tags=["fleetscan", "scan"],
+    **_COMMON,
+)
 def scan_namespace_task(ctx: ScanContext, namespace: str, targets: list[Target]) -> list[TargetRecord]:
     records = scan_namespace(ctx, namespace, targets)
     counts = {o: sum(1 for r in records if r.outcome == o) for o in ("passed", "failed", "error", "skipped")}
