@@ -47,7 +47,7 @@ _COMMON: dict[str, Any] = {
 }
 
 
-@task(name="discover-targets", retries=3, timeout_seconds=900, tags=["fleetscan", "kube-api"], **_COMMON)
+@task(name="discover-targets", retries=3, tags=["fleetscan", "kube-api"], **_COMMON)
 def discover_targets(kube: Kube, selection: Selection) -> Discovery:
     found = discover(kube, selection)
     get_run_logger().info(
