@@ -63,7 +63,6 @@ def discover_targets(kube: Kube, selection: Selection) -> Discovery:
     name="scan-namespace",
     task_run_name="scan-{namespace}",
     retries=2,
-    timeout_seconds=24 * 3600,
     tags=["fleetscan", "scan"],
     **_COMMON,
 )
