@@ -67,6 +67,14 @@ def revoke_on_exit(flow: Any, flow_run: Any, state: Any) -> None:
         print(f"fleetscan: revoked {len(deleted)} leftover object(s) of run {run_id}")
 
 
+# Failure, crash or cancellation: the run's credentials are deleted whatever happened.
+REVOKE_ON_EXIT: dict[str, Any] = {
+    "on_failure": [revoke_on_exit],
+    "on_crashed": [revoke_on_exit],
+    "on_cancellation": [revoke_on_exit],
+}
+
+
 def _global_slot() -> Any:
     """Honour the server's global concurrency limit when it defines one (a missing limit would only
     log a warning on every acquisition, so it is looked up once)."""
@@ -148,9 +156,7 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
     name="fleet-scan",
     flow_run_name="fleet-scan-{params.run_id}",
     task_runner=_threads(4),
-    on_failure=[revoke_on_exit],
-    on_crashed=[revoke_on_exit],
-    on_cancellation=[revoke_on_exit],
+    **REVOKE_ON_EXIT,
 )
 def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
     """Scan every selected container of the fleet: per namespace credentials, scans, revocation."""
@@ -161,9 +167,7 @@ def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
     name="namespace-scan",
     flow_run_name="namespace-scan-{namespace}",
     task_runner=_threads(2),
-    on_failure=[revoke_on_exit],
-    on_crashed=[revoke_on_exit],
-    on_cancellation=[revoke_on_exit],
+    **REVOKE_ON_EXIT,
 )
 def namespace_scan(namespace: str, params: ScanParams = DEFAULTS) -> dict[str, Any]:
     """Scan one namespace (also the unit fleet scans are sharded into across workers)."""
@@ -174,9 +178,7 @@ def namespace_scan(namespace: str, params: ScanParams = DEFAULTS) -> dict[str, A
     name="workload-scan",
     flow_run_name="workload-scan-{namespace}-{kind}-{name}",
     task_runner=_threads(8),
-    on_failure=[revoke_on_exit],
-    on_crashed=[revoke_on_exit],
-    on_cancellation=[revoke_on_exit],
+    **REVOKE_ON_EXIT,
 )
 def workload_scan(
     namespace: str,

@@ -9,6 +9,7 @@ delegates.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -289,8 +290,8 @@ class NamespaceCredentials:
         try:
             cfg = self._kube.configuration
             cluster: dict[str, Any] = {"server": cfg.host}
-            if cfg.ssl_ca_cert:
-                cluster["certificate-authority"] = str(cfg.ssl_ca_cert)
+            if cfg.ssl_ca_cert:  # embedded: the tool may outlive the client's own temporary CA file
+                cluster["certificate-authority-data"] = base64.b64encode(Path(cfg.ssl_ca_cert).read_bytes()).decode()
             if not cfg.verify_ssl:
                 cluster["insecure-skip-tls-verify"] = True
             doc = {
@@ -314,11 +315,9 @@ class NamespaceCredentials:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
-    """Delete fleetscan's leftovers (a killed run's) whose expiry has passed. Returns what went."""
-    moment = now or datetime.now(UTC)
-    selector = f"{MANAGED_BY}=fleetscan"
-    kinds = (
+def _sweep(kube: Kube, selector: str, what: str, doomed: Callable[[str, Any], bool]) -> list[str]:
+    """Delete the run objects (bindings first) matching `selector` for which `doomed(kind, obj)`."""
+    kinds: tuple[tuple[str, Callable[..., Any], Callable[[str, str], object]], ...] = (
         ("rolebinding", kube.rbac.list_role_binding_for_all_namespaces, kube.rbac.delete_namespaced_role_binding),
         ("role", kube.rbac.list_role_for_all_namespaces, kube.rbac.delete_namespaced_role),
         (
@@ -332,56 +331,43 @@ def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
         try:
             items = lister(label_selector=selector).items
         except Exception as exc:
-            raise classify(exc, f"list {kind}s managed by fleetscan") from exc
+            raise classify(exc, f"list {kind}s {what}") from exc
         for obj in items:
-            stamp = (obj.metadata.annotations or {}).get(EXPIRES, "")
-            try:
-                expires = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            except ValueError:
-                log.warning(
-                    "%s %s/%s has no readable %s annotation; left alone",
-                    kind,
-                    obj.metadata.namespace,
-                    obj.metadata.name,
-                    EXPIRES,
-                )
+            if not doomed(kind, obj):
                 continue
-            if expires > moment:
-                continue
+            name, namespace = obj.metadata.name, obj.metadata.namespace
             try:
-                deleter(obj.metadata.name, obj.metadata.namespace)
+                deleter(name, namespace)
             except Exception as exc:
-                err = classify(exc, f'delete {kind} "{obj.metadata.name}" in "{obj.metadata.namespace}"')
+                err = classify(exc, f'delete {kind} "{name}" in "{namespace}"')
                 if not (isinstance(err, KubeError) and err.status == 404):
                     raise err from exc
-            deleted.append(f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}")
+            deleted.append(f"{kind}/{namespace}/{name}")
     return deleted
+
+
+def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
+    """Delete fleetscan's leftovers (a killed run's) whose expiry has passed. Returns what went."""
+    moment = now or datetime.now(UTC)
+
+    def expired(kind: str, obj: Any) -> bool:
+        stamp = (obj.metadata.annotations or {}).get(EXPIRES, "")
+        try:
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= moment
+        except ValueError:
+            log.warning(
+                "%s %s/%s has no readable %s annotation; left alone",
+                kind,
+                obj.metadata.namespace,
+                obj.metadata.name,
+                EXPIRES,
+            )
+            return False
+
+    return _sweep(kube, f"{MANAGED_BY}=fleetscan", "managed by fleetscan", expired)
 
 
 def revoke_run(kube: Kube, run_id: str) -> list[str]:
     """Delete every object a run created, in every namespace (after a crash or cancellation)."""
     selector = f"{MANAGED_BY}=fleetscan,{RUN_ID}={check_label(run_id, 'run id')}"
-    kinds = (
-        ("rolebinding", kube.rbac.list_role_binding_for_all_namespaces, kube.rbac.delete_namespaced_role_binding),
-        ("role", kube.rbac.list_role_for_all_namespaces, kube.rbac.delete_namespaced_role),
-        (
-            "serviceaccount",
-            kube.core.list_service_account_for_all_namespaces,
-            kube.core.delete_namespaced_service_account,
-        ),
-    )
-    deleted = []
-    for kind, lister, deleter in kinds:
-        try:
-            items = lister(label_selector=selector).items
-        except Exception as exc:
-            raise classify(exc, f"list {kind}s of run {run_id}") from exc
-        for obj in items:
-            try:
-                deleter(obj.metadata.name, obj.metadata.namespace)
-                deleted.append(f"{kind}/{obj.metadata.namespace}/{obj.metadata.name}")
-            except Exception as exc:
-                err = classify(exc, f'delete {kind} "{obj.metadata.name}" in "{obj.metadata.namespace}"')
-                if not (isinstance(err, KubeError) and err.status == 404):
-                    raise err from exc
-    return deleted
+    return _sweep(kube, selector, f"of run {run_id}", lambda kind, obj: True)
