@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# What the emulator needs from the OS: busybox for container images, a C toolchain for its
-# static container helper, util-linux for namespaces. Installed only when missing.
-APT_PACKAGES := busybox-static gcc libc6-dev util-linux
+# What the tests need from the OS: busybox for the emulator's images, a C toolchain for its
+# static container helper, util-linux for namespaces, Chromium for the report's browser tests.
+# Installed only when missing.
+APT_PACKAGES := busybox-static gcc libc6-dev util-linux chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TOOLS  := .tools
@@ -53,6 +54,8 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/emulator_bench.py
 	$(BIN)/python benchmarks/engine_bench.py
+	$(BIN)/python benchmarks/fleet_bench.py
+	$(BIN)/python benchmarks/report_bench.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -148,20 +148,31 @@ def _run_scan(params: Any, *, show_progress: bool, verbose: bool) -> dict[str, A
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from .console import progress_bar
-    from .errors import UsageError
+    from .errors import FleetscanError, UsageError
     from .pipeline.setup import engine_for, kube_for, rules_for
     from .threshold import ThresholdError
 
     try:
         engine_for(params)
         rules_for(params)
-        kube_for(params)
+        kube = kube_for(params)
     except (UsageError, ThresholdError) as exc:
         _fail(str(exc))
+    from .kube.approach import ephemeral_containers_supported
+
+    try:
+        ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
+    except FleetscanError as exc:
+        _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", 2)
     from flows.fleet import fleet_scan
 
-    with progress_bar(show_progress):
-        result: dict[str, Any] = fleet_scan(params)
+    try:
+        with progress_bar(show_progress):
+            result: dict[str, Any] = fleet_scan(params)
+    except FleetscanError as exc:  # nothing could be scanned: no cluster, no namespace, no access
+        _fail(str(exc), 2)
+    if not result["totals"]["targets"]:
+        _fail("no container matched the selection (namespaces, selectors, exclusions): nothing was scanned", 2)
     return result
 
 
@@ -197,6 +208,7 @@ def scan(
     engine: Annotated[str, typer.Option(help="native or cinc.")] = "native",
     concurrency: Annotated[int, typer.Option(min=1, max=512, help="Containers scanned at once.")] = 16,
     out: Annotated[str, typer.Option(help="Run directory (default: runs/<run id>).")] = "",
+    history: Annotated[str, typer.Option(help="Trend history folder (default: beside the run directory).")] = "",
     run_id: Annotated[str, typer.Option("--run-id", help="Resume this run (same id, same --out).")] = "",
     one_per_workload: Annotated[bool, typer.Option(help="One pod per workload revision.")] = False,
     no_debug: Annotated[bool, typer.Option("--no-debug", help="Never add ephemeral debug containers.")] = False,
@@ -231,6 +243,7 @@ def scan(
             engine=engine,
             concurrency=concurrency,
             out=out,
+            history=history,
             run_id=run_id,
             one_per_workload=one_per_workload,
             inputs=_inputs(input_ or []),
@@ -242,6 +255,44 @@ def scan(
     result = _run_scan(params, show_progress=not quiet and output == "text", verbose=verbose)
     closing_summary(result, as_json=output == "json", quiet=quiet)
     raise typer.Exit(int(result["exit_code"]))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holding summary.json).")],
+    history: Annotated[Path | None, typer.Option(help="Trend history folder (default: beside the run).")] = None,
+) -> None:
+    """Rebuild a run's report.html and report.md (and record it in the trend history)."""
+    if not (run_dir / "summary.json").is_file():
+        _fail(f"{run_dir}: not a run directory (no summary.json)")
+    from .report.build import build_reports
+
+    built = build_reports(run_dir, history)
+    typer.echo(f"{built.html}\n{built.markdown}")
+
+
+@app.command()
+def heimdall(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holding hdf/).")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
+) -> None:
+    """Show a run's results in Heimdall Lite, served locally, until Ctrl-C."""
+    from .errors import UsageError
+    from .report.heimdall import HeimdallServer
+
+    try:
+        server = HeimdallServer(run_dir, port=port)
+    except (UsageError, OSError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(server.url)
+    typer.echo("press Ctrl-C to stop", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 @app.command()
@@ -327,6 +378,7 @@ _USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; failures are reported by fleetscan
     try:
         # Without standalone mode click returns an Exit's code instead of raising it.
         result = app(standalone_mode=False)

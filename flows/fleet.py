@@ -135,18 +135,20 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
             logger.info("%s: %s (%s) %s", record.key, record.outcome, record.approach or "-", record.reason[:200])
         update_progress_artifact(artifact_id=progress, progress=tracker.percent)
     for ns, future in futures.items():
-        if future.state.is_completed():
+        try:
+            future.result()
             continue
-        # The namespace task failed for good: its containers still get a record, with the reason.
-        reason = f"namespace {ns} could not be scanned: {future.state.message or future.state.name}"
-        done = run.finished()
+        except Exception as exc:  # the namespace task failed for good, after its retries
+            reason = f"namespace {ns} could not be scanned: {exc}"
+        # Its containers still get a record each, with the reason; those it finished keep theirs.
+        recorded = {r.key for r in run.records()}
         for target in by_namespace[ns]:
-            if target.key not in done:
+            if target.key not in recorded:
                 record = TargetRecord.for_target(target, params.engine)
                 record.reason = reason
                 run.record(record)
     update_progress_artifact(artifact_id=progress, progress=100.0)
-    summary = aggregate_run(run, started, params.profile, rules_name)
+    summary = aggregate_run(run, started, params.profile, rules_name, params.history)
     publish_artifacts(summary, run)
     logger.info("run %s: %s -> %s", params.run_id, summary.totals, run.path / "report.html")
     return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}
@@ -212,6 +214,6 @@ def workload_scan(
         revoke_credentials(creds)
     for record in tracker.drain():
         logger.info("%s: %s %s", record.key, record.outcome, record.reason[:200])
-    summary = aggregate_run(run, started, params.profile, rules_for(params)[1])
+    summary = aggregate_run(run, started, params.profile, rules_for(params)[1], params.history)
     publish_artifacts(summary, run)
     return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}

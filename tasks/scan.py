@@ -9,6 +9,7 @@ task's `timeout_seconds` cannot interrupt blocking I/O in a worker thread.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -118,8 +119,10 @@ def scan_target_task(ctx: ScanContext, creds: NamespaceCredentials, target: Targ
 
 
 @task(name="aggregate-run", **_COMMON)
-def aggregate_run(run: RunDir, started_at: str, profile: str, threshold: str) -> RunSummary:
-    return aggregate(run, started_at=started_at, profile=profile, threshold=threshold)
+def aggregate_run(run: RunDir, started_at: str, profile: str, threshold: str, history: str = "") -> RunSummary:
+    return aggregate(
+        run, started_at=started_at, profile=profile, threshold=threshold, history=Path(history) if history else None
+    )
 
 
 @task(name="publish-artifacts", **_COMMON)

@@ -73,7 +73,7 @@ def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
     assert result["exit_code"] == 1 and result["run_id"] == "demo-test"
     s = summary_of(out)
     t = by_key(s)
-    assert s["totals"] == {"targets": 25, "passed": 13, "failed": 11, "error": 0, "skipped": 1}
+    assert s["totals"] == {"targets": 25, "passed": 14, "failed": 10, "error": 0, "skipped": 1}
     assert {t[k]["approach"] for k in ("shop/web-7d9f-abcde/web", "batch/etl-0/sidecar")} == {"exec"}
     assert t["shop/api-0/api"]["approach"] == "debug"  # distroless: no shell, no sidecar
     assert t["batch/importer/importer"]["approach"] == "debug"  # forced by its annotation
@@ -88,7 +88,7 @@ def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
     assert {"CB-01", "CB-02", "CB-10"} <= failed  # world-writable, setuid helper, empty root password
     assert (out / "results.csv").read_text().count("\n") == 36 * 24 + 1  # scanned containers x controls
     assert "Most failed controls" in (out / "report.md").read_text()
-    assert "<table>" in (out / "report.html").read_text()
+    assert '<table class="data" id="containers">' in (out / "report.html").read_text()
     scan_users = {a["user"] for a in audit if a["subresource"] == "exec"}
     assert scan_users and all(u.startswith("system:serviceaccount:") for u in scan_users)  # never the admin
 
@@ -312,3 +312,26 @@ def test_global_concurrency_limit_is_honoured(prefect_api: str, tmp_path: Path) 
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(GLOBAL_LIMIT)
+
+
+def test_namespace_that_keeps_failing_is_recorded_not_lost(prefect_api: str, tmp_path: Path) -> None:
+    """Credential requests throttled beyond every retry: that namespace's containers become errors."""
+    from flows.fleet import fleet_scan
+
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        emu.client().set_faults(
+            errors=[{"path": "/namespaces/refused/serviceaccounts$", "code": 503, "method": "POST", "retry_after": 0}]
+        )
+        result = fleet_scan(
+            ScanParams(
+                kubeconfig=str(kubeconfig), namespaces=["ok", "refused"], out=str(tmp_path / "f"), run_id="keepsfailing"
+            )
+        )
+        emu.client().clear_faults()
+        assert leftovers(emu, tmp_path) == []
+    t = by_key(summary_of(tmp_path / "f"))
+    assert result["exit_code"] == 2
+    assert t["refused/x/c"]["outcome"] == "error" and "503" in t["refused/x/c"]["reason"]
+    assert t["refused/x/c"]["reason"].startswith("namespace refused could not be scanned")
+    assert t["ok/a/c"]["outcome"] == "passed"

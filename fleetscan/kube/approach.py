@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import ApproachUnavailable, UsageError
 from .client import Kube
+from .failures import classify
 from .targets import APPROACHES, Target
 from .transports import DEFAULT_DEBUG_IMAGE, DebugTransport, ExecTransport, SidecarTransport, Transport, has_shell
 
@@ -57,7 +58,10 @@ def decide(
 
 def ephemeral_containers_supported(kube: Kube) -> bool:
     """Whether the API server serves pods/ephemeralcontainers (Kubernetes 1.23+)."""
-    resources = kube.core.get_api_resources().resources
+    try:
+        resources = kube.core.get_api_resources().resources
+    except Exception as exc:
+        raise classify(exc, f"read the API server's resources at {kube.server}") from exc
     return any(r.name == "pods/ephemeralcontainers" for r in resources)
 
 

@@ -4,12 +4,12 @@ plain self-contained report.html."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ..hdf import write_atomic
@@ -60,7 +60,7 @@ def _controls(run: RunDir, record: TargetRecord) -> tuple[list[CountedControl], 
     return counted_controls(doc), raw
 
 
-def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str) -> RunSummary:
+def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, history: Path | None = None) -> RunSummary:
     records = sorted(run.records(), key=lambda r: r.key)
     totals: dict[str, int] = {"targets": len(records), **dict.fromkeys(OUTCOMES, 0)}
     per_ns: dict[str, Counter[str]] = defaultdict(Counter)
@@ -141,8 +141,9 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str) -> 
         worst,
     )
     write_atomic(run_dir / "summary.json", summary.to_dict())
-    _write_text(run_dir / "report.md", markdown(summary))
-    _write_text(run_dir / "report.html", report_html(summary))
+    from ..report.build import build_reports  # pandas: imported when a run ends, not at start
+
+    build_reports(run_dir, history)
     return summary
 
 
@@ -190,28 +191,3 @@ def markdown(s: RunSummary) -> str:
             for x in problems
         ]
     return "\n".join(lines) + "\n"
-
-
-def report_html(s: RunSummary) -> str:
-    esc = html.escape
-
-    def link(x: dict[str, Any]) -> str:
-        return f'<a href="{esc(x["hdf"])}">HDF</a>' if x["hdf"] else ""
-
-    rows = "".join(
-        f"<tr class='{esc(x['outcome'])}'><td>{esc(x['namespace'])}</td><td>{esc(x['pod'])}</td>"
-        f"<td>{esc(x['container'])}</td><td>{esc(x['approach'])}</td><td>{esc(x['outcome'])}</td>"
-        f"<td>{'' if x['compliance'] is None else x['compliance']}</td><td>{link(x)}</td>"
-        f"<td>{esc(x['reason'])}</td></tr>"
-        for x in s.targets
-    )
-    t = s.totals
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>fleetscan {esc(s.run_id)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:4px 8px}}tr.failed{{background:#fde2e1}}tr.error{{background:#fff2cc}}tr.skipped{{color:#777}}</style>
-</head><body><h1>fleetscan run {esc(s.run_id)}</h1>
-<p>Profile <b>{esc(s.profile)}</b>, threshold <b>{esc(s.threshold)}</b>. {t["targets"]} containers:
-{t["passed"]} passed, {t["failed"]} failed, {t["error"]} errors, {t["skipped"]} skipped.</p>
-<table><tr><th>namespace</th><th>pod</th><th>container</th><th>approach</th><th>outcome</th><th>compliance</th>
-<th>results</th><th>reason</th></tr>{rows}</table></body></html>
-"""

@@ -41,6 +41,7 @@ class ScanParams(BaseModel):
     concurrency: int = Field(16, ge=1, le=512, description="Containers scanned at once in the whole run")
     one_per_workload: bool = Field(False, description="Scan one pod per workload revision")
     out: str = Field("", description="Run directory; empty: runs/<run id>")
+    history: str = Field("", description="Trend history folder; empty: .fleetscan-history beside the run directory")
     run_id: str = Field("", description="Reuse one to resume an interrupted run; empty: a new id")
     token_seconds: int = Field(900, ge=600, description="Lifetime of the scan token")
     scan_timeout: float = Field(300.0, gt=0, description="Seconds one container's scan may take")

@@ -145,6 +145,8 @@ def scan_namespace(ctx: ScanContext, namespace: str, targets: list[Target]) -> l
         creds = NamespaceCredentials(ctx.kube, namespace, p.run_id, [t.pod for t in targets], settings=settings)
         creds.__enter__()
     except FleetscanError as exc:
+        if exc.retryable:
+            raise  # throttled or a server error: the namespace task is retried as a whole
         reason = f"no scan credentials for namespace {namespace!r}: {exc}"
         records = []
         for target in targets:

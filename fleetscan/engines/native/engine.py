@@ -102,7 +102,9 @@ class NativeEngine:
         controls = []
         for control in self.profile.controls:
             outcomes: list[Outcome] = []
+            impact = control.impact
             if control.only_if and not self.inputs.get(control.only_if):
+                impact = 0.0  # does not apply to this run: Not Applicable (as InSpec's only_if), not Not Reviewed
                 outcomes = [Outcome("skipped", control.title, f"only_if {control.only_if} is false in this run")]
             elif failure:
                 outcomes = [Outcome("error", control.title, f"the container could not be examined: {failure}")]
@@ -114,7 +116,7 @@ class NativeEngine:
                     id=control.id,
                     title=control.title,
                     desc=control.desc,
-                    impact=control.impact,
+                    impact=impact,
                     tags=control.tags,
                     refs=list(control.refs),
                     code=control.code,

@@ -1,0 +1,230 @@
+"""The self-contained report.html (inline CSS, JS and SVG; opens offline from disk) and report.md."""
+
+from __future__ import annotations
+
+from html import escape
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+
+from . import charts
+from .analysis import SEVERITIES, Analysis
+from .frames import RunFrames
+from .history import Changes, Trends
+
+_ASSETS = resources.files("fleetscan.report").joinpath("assets")
+
+
+def _asset(name: str) -> str:
+    """CSS and JS are inlined into the page: it must open from disk, offline."""
+    return _ASSETS.joinpath(name).read_text()
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return '<td data-v="-1">-</td>'
+    return f'<td data-v="{escape(str(value))}">{escape(str(value))}</td>'
+
+
+def table(table_id: str, df: pd.DataFrame) -> str:
+    if df.empty:
+        return '<p class="empty">nothing to show</p>'
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f'<table class="data" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _containers_table(frames: RunFrames) -> str:
+    failed = frames.controls[frames.controls["status"] == "failed"]
+    failing: dict[tuple[str, str, str], list[str]] = {}
+    for row in failed[["namespace", "pod", "container", "control", "title"]].astype(str).itertuples(index=False):
+        failing.setdefault((row[0], row[1], row[2]), []).append(f"{row[3]} {row[4]}")
+    rows = []
+    for c in frames.containers.itertuples(index=False):
+        key = (str(c.namespace), str(c.pod), str(c.container))
+        items = failing.get(key, [])
+        details = (
+            (
+                f"<details><summary>{len(items)} failing</summary><ul>"
+                + "".join(f"<li>{escape(i)}</li>" for i in items)
+                + "</ul></details>"
+            )
+            if items
+            else ""
+        )
+        link = f'<a href="{escape(str(c.hdf))}">HDF</a>' if c.hdf else ""
+        compliance = "" if pd.isna(c.compliance) else f"{c.compliance:g}"
+        rows.append(
+            f'<tr class="{escape(str(c.outcome))}"><td>{escape(key[0])}</td><td>{escape(key[1])}</td>'
+            f"<td>{escape(key[2])}</td><td>{escape(str(c.workload))}</td><td>{escape(str(c.image))}</td>"
+            f"<td>{escape(str(c.approach))}</td><td class='outcome'>{escape(str(c.outcome))}</td>"
+            f'<td data-v="{compliance or -1}">{compliance}</td><td>{details}</td><td>{link}</td>'
+            f"<td>{escape(str(c.reason or ''))[:300]}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "namespace",
+            "pod",
+            "container",
+            "workload",
+            "image",
+            "approach",
+            "outcome",
+            "compliance",
+            "failing controls",
+            "results",
+            "reason",
+        )
+    )
+    return f'<table class="data" id="containers"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _changes(ch: Changes | None) -> str:
+    if ch is None or ch.previous_run is None:
+        return '<p class="empty">no earlier run in the history</p>'
+
+    def items(title: str, values: list[Any]) -> str:
+        body = "".join(f"<li>{escape(' / '.join(v))}</li>" for v in values[:200]) or "<li>none</li>"
+        more = f"<li>and {len(values) - 200} more</li>" if len(values) > 200 else ""
+        return f'<div class="change"><h3>{title} ({len(values)})</h3><ul>{body}{more}</ul></div>'
+
+    return (
+        f"<p>Compared with run <b>{escape(ch.previous_run)}</b>.</p><div class='grid'>"
+        + items("New failures", ch.new_failures)
+        + items("Fixed", ch.fixed)
+        + items("New workloads", ch.new_workloads)
+        + items("Vanished workloads", ch.vanished_workloads)
+        + "</div>"
+    )
+
+
+def report_html(
+    frames: RunFrames, a: Analysis, *, profile: str, threshold: str, trends: Trends | None, changes: Changes | None
+) -> str:
+    c = frames.containers
+    counts = c["outcome"].astype(str).value_counts()
+    kpis = "".join(
+        f'<div class="kpi">{label}<b>{value}</b></div>'
+        for label, value in (
+            ("containers", len(c)),
+            ("fleet compliance", "-" if a.fleet_compliance is None else f"{a.fleet_compliance}%"),
+            *((o, int(counts.get(o, 0))) for o in ("passed", "failed", "error", "skipped")),
+        )
+    )
+    heat = {(str(ns), str(sev)): int(a.heatmap.loc[ns, sev]) for ns in a.heatmap.index for sev in a.heatmap.columns}
+    ns_bars = [
+        (str(r.namespace), float(r.compliance), "#2563eb")
+        for r in a.by_namespace.itertuples()
+        if not pd.isna(r.compliance)
+    ]
+    top = [
+        (f"{r.control} {r.title}", float(r.failing), charts.SEVERITY_COLORS.get(str(r.severity).lower(), "#999"))
+        for r in a.top_controls.head(15).itertuples()
+    ]
+    by_approach = [(str(idx), {k: int(v) for k, v in row.items()}) for idx, row in a.by_approach.iterrows()]
+    trend_points = (
+        [
+            (str(r.run_id), float(r.fleet_compliance))
+            for r in trends.runs.itertuples()
+            if not pd.isna(r.fleet_compliance)
+        ]
+        if trends is not None
+        else []
+    )
+    ns_trend = (
+        trends.namespaces.reset_index().round(1)
+        if trends is not None and not trends.namespaces.empty
+        else pd.DataFrame()
+    )
+    charts_html = "".join(
+        f"<div><h3>{t}</h3>{svg}</div>"
+        for t, svg in (
+            (
+                "Failed controls by namespace and severity",
+                charts.heatmap(
+                    "heatmap",
+                    "failed controls by namespace and severity",
+                    list(a.heatmap.index.astype(str)),
+                    SEVERITIES,
+                    heat,
+                ),
+            ),
+            (
+                "Compliance by namespace (mean of containers)",
+                charts.hbars("namespace-compliance", "compliance by namespace", ns_bars, 100, "%"),
+            ),
+            ("Most failed controls (containers failing)", charts.hbars("top-controls", "top failing controls", top)),
+            (
+                "Outcome by approach",
+                charts.stacked("approach", "outcome by approach", by_approach, charts.OUTCOME_COLORS),
+            ),
+        )
+    )
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>fleetscan run {escape(frames.run_id)}</title><style>{_asset("report.css")}</style></head><body>
+<h1>fleetscan run {escape(frames.run_id)}</h1>
+<p>Profile <b>{escape(profile)}</b>, threshold <b>{escape(threshold)}</b>, finished {escape(frames.finished_at)}.</p>
+<div class="kpis">{kpis}</div>
+<section><h2>Where the fleet stands</h2><div class="grid">{charts_html}</div></section>
+<section><h2>Trend</h2>{charts.line("trend", "fleet compliance over the last runs", trend_points)}
+{table("namespace-trend", ns_trend)}</section>
+<section><h2>Changes since the previous run</h2>{_changes(changes)}</section>
+<section><h2>Namespaces</h2>{table("namespaces", a.by_namespace)}</section>
+<section><h2>Failing controls</h2>{table("controls", a.top_controls)}</section>
+<section><h2>Workloads</h2>{table("workloads", a.by_workload)}</section>
+<section><h2>Images</h2>{table("images", a.by_image)}</section>
+<section><h2>Containers</h2>{_containers_table(frames)}</section>
+<script>{_asset("report.js")}</script></body></html>
+"""
+
+
+def report_markdown(frames: RunFrames, a: Analysis, *, profile: str, threshold: str, changes: Changes | None) -> str:
+    c = frames.containers
+    counts = c["outcome"].astype(str).value_counts()
+    lines = [
+        f"# fleetscan run {frames.run_id}",
+        "",
+        f"Profile `{profile}`, threshold `{threshold}`.",
+        "",
+        f"**{len(c)}** containers: "
+        + ", ".join(f"**{int(counts.get(o, 0))}** {o}" for o in ("passed", "failed", "error", "skipped"))
+        + (f"; fleet compliance **{a.fleet_compliance}%**." if a.fleet_compliance is not None else "."),
+        "",
+        "## Worst namespaces",
+        "",
+        "| namespace | containers | failed | error | compliance |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.namespace} | {r.containers} | {r.failed} | {r.error} | {r.compliance} |"
+        for r in a.by_namespace.head(10).itertuples()
+    ]
+    if len(a.top_controls):
+        lines += [
+            "",
+            "## Most failed controls",
+            "",
+            "| control | severity | failing containers | title |",
+            "|---|---|---:|---|",
+        ]
+        lines += [
+            f"| {r.control} | {r.severity} | {r.failing} | {r.title} |" for r in a.top_controls.head(10).itertuples()
+        ]
+    if changes is not None and changes.previous_run is not None:
+        lines += [
+            "",
+            f"## Since run {changes.previous_run}",
+            "",
+            f"{len(changes.new_failures)} new failures, {len(changes.fixed)} fixed, "
+            f"{len(changes.new_workloads)} new and {len(changes.vanished_workloads)} vanished workloads.",
+        ]
+    problems = c[c["outcome"].astype(str).isin(["error", "skipped"])]
+    if len(problems):
+        lines += ["", "## Not scanned", "", "| container | outcome | reason |", "|---|---|---|"]
+        lines += [
+            f"| {r.namespace}/{r.pod}/{r.container} | {r.outcome} | {str(r.reason).replace('|', '/')} |"
+            for r in problems.itertuples()
+        ]
+    return "\n".join(lines) + "\n"
