@@ -145,8 +145,8 @@ def _run_scan(params: Any, *, show_progress: bool, verbose: bool) -> dict[str, A
     """Run the fleet_scan flow in this process (Prefect's server from PREFECT_API_URL, or an
     ephemeral one), with the inputs checked first so mistakes fail before any cluster call."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not verbose:  # fleetscan reports outcomes and errors itself; Prefect's own logs are for --verbose
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     from .console import progress_bar
     from .errors import FleetscanError, UsageError
     from .pipeline.setup import engine_for, kube_for, rules_for

@@ -133,6 +133,8 @@ def publish_artifacts(summary: RunSummary, run: RunDir) -> None:
         table=summary.namespaces or [{"namespace": "-"}],
         description=f"run {summary.run_id}: results per namespace",
     )
-    create_markdown_artifact(key="fleetscan-summary", markdown=markdown(summary), description=f"run {summary.run_id}")
+    report_md = run.path / "report.md"  # the full Markdown report: worst namespaces and controls, changes
+    text = report_md.read_text() if report_md.exists() else markdown(summary)
+    create_markdown_artifact(key="fleetscan-summary", markdown=text, description=f"run {summary.run_id}")
     report = (run.path / "report.html").resolve()
     create_link_artifact(key="fleetscan-report", link=report.as_uri(), link_text=f"report of run {summary.run_id}")
