@@ -296,6 +296,89 @@ def heimdall(
 
 
 @app.command()
+def serve(
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    cron: Annotated[str, typer.Option(help="Schedule of the nightly fleet scan.")] = "0 2 * * *",
+    timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
+    limit: Annotated[int, typer.Option(min=1, help="Flow runs at once in this process.")] = 4,
+    debug_image: Annotated[str, typer.Option(help="Image of ephemeral debug containers.")] = "busybox:1.36",
+) -> None:
+    """Serve the nightly, ad hoc and on-deploy scan deployments from this process (needs a Prefect
+    server in PREFECT_API_URL), until Ctrl-C."""
+    from .pipeline.params import ScanParams
+
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("fleetscan serve needs a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+    from flows.serving import serve_all
+
+    params = ScanParams(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context, debug_image=debug_image)
+    serve_all(params, limit=limit, cron=cron, timezone=timezone)
+
+
+@app.command("notify-deploy")
+def notify_deploy(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the workload.")],
+    kind: Annotated[str, typer.Option(help="Deployment, StatefulSet, DaemonSet or Pod.")],
+    name: Annotated[str, typer.Option(help="Name of the workload.")],
+) -> None:
+    """Tell fleetscan (through Prefect's events API) that a workload was just deployed: its scan starts."""
+    from .deploy_events import deploy_event, post_events
+    from .errors import FleetscanError, UsageError
+
+    try:
+        event = deploy_event(namespace, kind, name, {"source": "notify-deploy"})
+        post_events(os.environ.get("PREFECT_API_URL", ""), [event], auth=os.environ.get("PREFECT_API_AUTH_STRING"))
+    except UsageError as exc:
+        _fail(str(exc))
+    except FleetscanError as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"sent {event['event']} for {kind} {namespace}/{name}", err=True)
+
+
+@app.command()
+def watch(
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespaces: Annotated[str, typer.Option(help="Comma-separated namespaces or globs (default: all).")] = "",
+) -> None:
+    """Watch Deployments, StatefulSets and DaemonSets; when a rollout completes, send the deploy event
+    (once per rollout) so its workload is scanned. Runs until SIGINT or SIGTERM."""
+    import signal as signals
+
+    from .deploy_events import deploy_event, post_events
+    from .errors import FleetscanError
+    from .kube.rollouts import Rollout, RolloutWatcher
+
+    api = os.environ.get("PREFECT_API_URL", "")
+    if not api:
+        _fail("fleetscan watch needs a Prefect server: set PREFECT_API_URL")
+    kube = _kube(kubeconfig, context)
+
+    def emit(rollout: Rollout) -> None:
+        event = deploy_event(
+            rollout.namespace,
+            rollout.kind,
+            rollout.name,
+            {"generation": rollout.generation, "images": list(rollout.images), "source": "watch"},
+        )
+        try:
+            post_events(api, [event], auth=os.environ.get("PREFECT_API_AUTH_STRING"))
+            typer.echo(
+                f"rollout done: {rollout.kind} {rollout.namespace}/{rollout.name} (generation {rollout.generation})",
+                err=True,
+            )
+        except FleetscanError as exc:
+            typer.echo(f"error: {exc}", err=True)
+
+    watcher = RolloutWatcher(kube, emit, namespaces=tuple(p for p in namespaces.split(",") if p))
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(sig, lambda *_: watcher.stop.set())
+    typer.echo("watching rollouts; Ctrl-C to stop", err=True)
+    watcher.run()
+
+
+@app.command()
 def demo(
     out: Annotated[str, typer.Option(help="Run directory (default: runs/demo-<time>).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,

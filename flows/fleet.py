@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any, Literal
 from uuid import UUID
@@ -10,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -117,6 +119,8 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
         record = TargetRecord.for_skipped(skipped)
         if record.key not in finished:
             run.record(record)
+    if params.dispatch:
+        return _dispatch(params, run, found.namespaces, started, rules_name)
     todo = [t for t in found.targets if t.key not in finished]
     if finished:
         logger.info("resuming run %s: %d container(s) already done", params.run_id, len(finished))
@@ -148,10 +152,51 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
                 record.reason = reason
                 run.record(record)
     update_progress_artifact(artifact_id=progress, progress=100.0)
+    if not params.aggregate:  # a shard: the parent that dispatched it writes the summary and reports
+        return {"run_id": params.run_id, "out": str(run.path), "containers": tracker.total}
+    return _finish(params, run, started, rules_name)
+
+
+def _finish(params: ScanParams, run: RunDir, started: str, rules_name: str) -> dict[str, Any]:
     summary = aggregate_run(run, started, params.profile, rules_name, params.history)
     publish_artifacts(summary, run)
-    logger.info("run %s: %s -> %s", params.run_id, summary.totals, run.path / "report.html")
+    get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, run.path / "report.html")
     return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}
+
+
+def _dispatch(params: ScanParams, run: RunDir, namespaces: list[str], started: str, rules_name: str) -> dict[str, Any]:
+    """Scan shards of namespaces as separate flow runs of `params.dispatch` on its work pool (so N
+    workers on N machines share one fleet scan), wait for them, then aggregate the shared run
+    directory they all wrote into."""
+    logger = get_run_logger()
+    shards = [namespaces[i : i + params.shard_size] for i in range(0, len(namespaces), params.shard_size)]
+    runs: list[Any] = []  # FlowRuns (run_deployment is sync here)
+    for i, shard in enumerate(shards):
+        child = params.model_copy(
+            update={"namespaces": shard, "dispatch": "", "aggregate": False, "out": str(run.path.resolve())}
+        )
+        runs.append(
+            run_deployment(
+                params.dispatch,
+                parameters={"params": child.model_dump(mode="json")},
+                timeout=0,
+                flow_run_name=f"{params.run_id}-shard-{i:03d}",
+                idempotency_key=f"{params.run_id}-shard-{i}",
+            )
+        )
+    logger.info("dispatched %d shard(s) of run %s to %s", len(runs), params.run_id, params.dispatch)
+    with get_client(sync_client=True) as client:
+        while True:
+            states = [client.read_flow_run(r.id).state for r in runs]
+            if all(s is not None and s.is_final() for s in states):
+                break
+            time.sleep(2)
+    failed = [r.name for r, s in zip(runs, states, strict=True) if s is None or not s.is_completed()]
+    if failed:
+        logger.warning(
+            "shard run(s) %s did not complete; their containers are recorded as errors where missing", ", ".join(failed)
+        )
+    return _finish(params, run, started, rules_name)
 
 
 @flow(

@@ -46,6 +46,13 @@ class ScanParams(BaseModel):
     token_seconds: int = Field(900, ge=600, description="Lifetime of the scan token")
     scan_timeout: float = Field(300.0, gt=0, description="Seconds one container's scan may take")
     retries: int = Field(2, ge=0, le=10, description="Retries per container for retryable errors")
+    dispatch: str = Field(
+        "",
+        description="Deployment ('flow/deployment') that scans shards of namespaces on a "
+        "work pool; empty: scan in this flow run",
+    )
+    shard_size: int = Field(20, ge=1, description="Namespaces per dispatched shard")
+    aggregate: bool = Field(True, description="Write summary and reports at the end (shards leave it to the parent)")
     qps: float = Field(50.0, gt=0, description="Client-side API request rate limit")
     burst: int = Field(100, ge=1)
 
