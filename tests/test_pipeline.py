@@ -337,12 +337,15 @@ def test_namespace_that_keeps_failing_is_recorded_not_lost(prefect_api: str, tmp
     assert t["ok/a/c"]["outcome"] == "passed"
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--context", "nope"], 64, "context 'nope'"),
-    (["--threshold", "MISSING"], 64, "cannot read the threshold file"),
-    (["--namespaces", "does-not-exist"], 2, "none of the namespaces does-not-exist exists"),
-    (["--selector", "app=nothing-has-this"], 2, "no container matched"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--context", "nope"], 64, "context 'nope'"),
+        (["--threshold", "MISSING"], 64, "cannot read the threshold file"),
+        (["--namespaces", "does-not-exist"], 2, "none of the namespaces does-not-exist exists"),
+        (["--selector", "app=nothing-has-this"], 2, "no container matched"),
+    ],
+)
 def test_helpful_errors(prefect_api: str, tmp_path: Path, args: list[str], code: int, message: str) -> None:
     args = [str(tmp_path / "missing.yml") if a == "MISSING" else a for a in args]
     with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
@@ -355,9 +358,11 @@ def test_helpful_errors(prefect_api: str, tmp_path: Path, args: list[str], code:
 
 def test_unreachable_cluster(prefect_api: str, tmp_path: Path) -> None:
     dead = tmp_path / "dead.kubeconfig"
-    dead.write_text("apiVersion: v1\nkind: Config\ncurrent-context: x\n"
-                    "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-                    "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n")
+    dead.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+    )
     run = cli(["scan", "--kubeconfig", str(dead), "--out", str(tmp_path / "o")], prefect_api)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 2 and "cannot reach the API server" in err and "Traceback" not in err

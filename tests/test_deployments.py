@@ -1,0 +1,229 @@
+"""Deployments against a real `prefect server` on loopback: prefect.yaml, serve, deploy events from
+notify-deploy and the rollout watcher, and a fleet scan sharded over two process workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetscan.emulator.scenario import load_scenario, parse_scenario
+from fleetscan.emulator.server import Emulator
+from fleetscan.pipeline.params import ScanParams
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        FLEETSCAN_HOME=str(ROOT),
+    )
+    env.pop("PREFECT_API_KEY", None)
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("prefect server did not start") from None
+            time.sleep(0.5)
+    yield env
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def client(env: dict[str, str]) -> Any:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(env["PREFECT_API_URL"])
+
+
+def flow_runs(env: dict[str, str], name: str) -> list[Any]:
+    with client(env) as c:
+        return [r for r in c.read_flow_runs(limit=200) if r.name == name]
+
+
+def wait_for(predicate: Any, timeout: float = 180, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), env=env, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False, **kwargs
+    )
+
+
+def test_prefect_yaml_registers_schedule_and_trigger(server: dict[str, str]) -> None:
+    pool = run(server, str(BIN / "prefect"), "work-pool", "create", "fleetscan", "--type", "process")
+    assert pool.returncode == 0, pool.stderr
+    deployed = run(server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with client(server) as c:
+        names = {d.name: d for d in c.read_deployments()}
+        assert {"fleet-scan-nightly", "fleet-scan", "namespace-scan", "workload-scan-on-deploy"} <= set(names)
+        (schedule,) = names["fleet-scan-nightly"].schedules
+        assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
+        automations = [a for a in c.read_automations() if "workload-scan-on-deploy" in a.name]
+        assert automations and "fleetscan.workload.deployed" in automations[0].trigger.expect
+        schema = names["fleet-scan"].parameter_openapi_schema
+        assert "ScanParams" in json.dumps(schema)  # the UI renders the parameter model as a form
+
+
+def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Path) -> None:
+    with Emulator(load_scenario("demo")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        served = subprocess.Popen(
+            [str(BIN / "fleetscan"), "serve", "--kubeconfig", str(kubeconfig), "--debug-image", "fleetscan/debug:1.0"],
+            env=server,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        watcher: subprocess.Popen[str] | None = None
+        try:
+
+            def served_ready() -> bool:
+                with client(server) as c:
+                    return any(
+                        d.name == "workload-scan-on-deploy" and d.work_pool_name is None for d in c.read_deployments()
+                    )
+
+            wait_for(served_ready, what="the served deployments")
+            sent = run(
+                server, str(BIN / "fleetscan"), "notify-deploy", "-n", "shop", "--kind", "Deployment", "--name", "web"
+            )
+            assert sent.returncode == 0, sent.stderr
+            name = "workload-scan-shop-Deployment-web"
+            wait_for(
+                lambda: [r for r in flow_runs(server, name) if r.state and r.state.is_completed()],
+                what="the notified workload scan",
+            )
+            # The watcher: a rollout of shop/web completes, and exactly that workload is scanned again.
+            watcher = subprocess.Popen(
+                [str(BIN / "fleetscan"), "watch", "--kubeconfig", str(kubeconfig)],
+                env=server,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(3)  # it lists first: what is rolled out already is not news
+            from kubernetes import client as k8s
+            from kubernetes import config
+
+            apps = k8s.AppsV1Api(config.new_client_from_config(str(kubeconfig)))
+            apps.patch_namespaced_deployment(
+                "web",
+                "shop",
+                {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "acme/web:1.1"}]}}}},
+            )
+            done = wait_for(
+                lambda: [r for r in flow_runs(server, name) if r.state and r.state.is_completed()][1:],
+                what="the watched rollout's workload scan",
+            )
+            assert done[0].parameters["namespace"] == "shop" and done[0].parameters["name"] == "web"
+            assert all(r.name == name for r in flow_runs(server, name))
+        finally:
+            for proc in (watcher, served):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=60)
+
+
+FLEET = "namespaces:\n" + "".join(
+    f"  - name: n{i}\n    pods:\n"
+    + "".join(f"      - {{name: p{j}, containers: [{{name: c, image: busybox}}]}}\n" for j in range(2))
+    for i in range(4)
+)
+
+
+def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.fleet import fleet_scan
+
+    pool = run(server, str(BIN / "prefect"), "work-pool", "create", "shards", "--type", "process")
+    assert pool.returncode == 0, pool.stderr
+    with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+        fleet_scan.from_source(source=str(ROOT), entrypoint="flows/fleet.py:fleet_scan").deploy(
+            name="fleet-scan-shards", work_pool_name="shards", print_next_steps=False
+        )
+    logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+    outputs = [open(log, "w") for log in logs]  # noqa: SIM115 - closed after the workers stop
+    workers = [
+        subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "shards", "--name", f"w{i}", "--limit", "1"],
+            env=server,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        for i, out in enumerate(outputs)
+    ]
+    try:
+        with Emulator(parse_scenario(FLEET, "fleet.yaml")) as emu:
+            kubeconfig = str(emu.write_kubeconfig(tmp_path / "kc"))
+            with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+                sharded = fleet_scan(
+                    ScanParams(
+                        kubeconfig=kubeconfig,
+                        out=str(tmp_path / "sharded"),
+                        run_id="sharded",
+                        dispatch="fleet-scan/fleet-scan-shards",
+                        shard_size=1,
+                    )
+                )
+                single = fleet_scan(ScanParams(kubeconfig=kubeconfig, out=str(tmp_path / "single"), run_id="single"))
+    finally:
+        for w, out in zip(workers, outputs, strict=True):
+            w.terminate()
+            w.wait(timeout=60)
+            out.close()
+
+    def outcomes(out: Path) -> dict[str, tuple[str, Any]]:
+        summary = json.loads((out / "summary.json").read_text())
+        return {
+            f"{t['namespace']}/{t['pod']}/{t['container']}": (t["outcome"], t["compliance"]) for t in summary["targets"]
+        }
+
+    assert sharded["totals"] == single["totals"] and sharded["totals"]["targets"] == 8
+    assert outcomes(tmp_path / "sharded") == outcomes(tmp_path / "single")
+    picked = [log.read_text().count("shard-") for log in logs]
+    assert all(n > 0 for n in picked), picked  # both workers ran shards
