@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import defaultdict
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from fleetscan.pipeline.records import TargetRecord
 from fleetscan.pipeline.rundir import RunDir
 from fleetscan.pipeline.scanning import ScanContext
 from fleetscan.pipeline.setup import engine_for, kube_for, rules_for, selection_for
+from fleetscan.pipeline.share import collect, share_root, upload
 from tasks.scan import (
     aggregate_run,
     discover_targets,
@@ -120,7 +122,7 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
         if record.key not in finished:
             run.record(record)
     if params.dispatch:
-        return _dispatch(params, run, found.namespaces, started, rules_name)
+        return _dispatch(params, run, found.namespaces, found.targets, started, rules_name)
     todo = [t for t in found.targets if t.key not in finished]
     if finished:
         logger.info("resuming run %s: %d container(s) already done", params.run_id, len(finished))
@@ -143,18 +145,31 @@ def _scan_fleet(params: ScanParams) -> dict[str, Any]:
             future.result()
             continue
         except Exception as exc:  # the namespace task failed for good, after its retries
-            reason = f"namespace {ns} could not be scanned: {exc}"
-        # Its containers still get a record each, with the reason; those it finished keep theirs.
-        recorded = {r.key for r in run.records()}
-        for target in by_namespace[ns]:
-            if target.key not in recorded:
-                record = TargetRecord.for_target(target, params.engine)
-                record.reason = reason
-                run.record(record)
+            _record_missing(run, by_namespace[ns], params.engine, f"namespace {ns} could not be scanned: {exc}")
     update_progress_artifact(artifact_id=progress, progress=100.0)
     if not params.aggregate:  # a shard: the parent that dispatched it writes the summary and reports
+        if params.share:
+            logger.info("handed %d file(s) to %s", upload(run, params.share), params.share)
         return {"run_id": params.run_id, "out": str(run.path), "containers": tracker.total}
     return _finish(params, run, started, rules_name)
+
+
+def _record_missing(run: RunDir, targets: list[Target], engine: str, reason: str) -> None:
+    """Give each container without a record an error record with the reason (finished ones keep theirs)."""
+    recorded = {r.key for r in run.records()}
+    for target in targets:
+        if target.key not in recorded:
+            record = TargetRecord.for_target(target, engine)
+            record.reason = reason
+            run.record(record)
+
+
+def _scan(params: ScanParams) -> dict[str, Any]:
+    if params.share and not params.aggregate and not params.dispatch:
+        # A shard handing over through a share: its local run directory is scratch, gone afterwards.
+        with tempfile.TemporaryDirectory(prefix=f"fleetscan-{params.run_id}-") as scratch:
+            return _scan_fleet(params.model_copy(update={"out": scratch}))
+    return _scan_fleet(params)
 
 
 def _finish(params: ScanParams, run: RunDir, started: str, rules_name: str) -> dict[str, Any]:
@@ -164,17 +179,21 @@ def _finish(params: ScanParams, run: RunDir, started: str, rules_name: str) -> d
     return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}
 
 
-def _dispatch(params: ScanParams, run: RunDir, namespaces: list[str], started: str, rules_name: str) -> dict[str, Any]:
+def _dispatch(
+    params: ScanParams, run: RunDir, namespaces: list[str], targets: list[Target], started: str, rules_name: str
+) -> dict[str, Any]:
     """Scan shards of namespaces as separate flow runs of `params.dispatch` on its work pool (so N
     workers on N machines share one fleet scan), wait for them, then aggregate the shared run
     directory they all wrote into."""
     logger = get_run_logger()
+    if params.share:
+        share_root(params.share, params.run_id)  # an unusable URL fails now, not after every shard ran
     shards = [namespaces[i : i + params.shard_size] for i in range(0, len(namespaces), params.shard_size)]
     runs: list[Any] = []  # FlowRuns (run_deployment is sync here)
     for i, shard in enumerate(shards):
-        child = params.model_copy(
-            update={"namespaces": shard, "dispatch": "", "aggregate": False, "out": str(run.path.resolve())}
-        )
+        # Without a share, the run directory must be a path every worker sees (shared filesystem).
+        out = "" if params.share else str(run.path.resolve())
+        child = params.model_copy(update={"namespaces": shard, "dispatch": "", "aggregate": False, "out": out})
         runs.append(
             run_deployment(
                 params.dispatch,
@@ -191,11 +210,13 @@ def _dispatch(params: ScanParams, run: RunDir, namespaces: list[str], started: s
             if all(s is not None and s.is_final() for s in states):
                 break
             time.sleep(2)
-    failed = [r.name for r, s in zip(runs, states, strict=True) if s is None or not s.is_completed()]
-    if failed:
-        logger.warning(
-            "shard run(s) %s did not complete; their containers are recorded as errors where missing", ", ".join(failed)
-        )
+    if params.share:
+        logger.info("collected %d file(s) from %s", collect(run, params.share), params.share)
+    for i, (shard, flow_run, state) in enumerate(zip(shards, runs, states, strict=True)):
+        if state is None or not state.is_completed():
+            logger.warning("shard %d (%s) ended %s", i, flow_run.name, state.name if state else "unknown")
+            lost = [t for t in targets if t.namespace in shard]
+            _record_missing(run, lost, params.engine, f"shard run {flow_run.name} did not complete")
     return _finish(params, run, started, rules_name)
 
 
@@ -207,7 +228,7 @@ def _dispatch(params: ScanParams, run: RunDir, namespaces: list[str], started: s
 )
 def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
     """Scan every selected container of the fleet: per namespace credentials, scans, revocation."""
-    return _scan_fleet(_resolve(params))
+    return _scan(_resolve(params))
 
 
 @flow(
@@ -218,7 +239,7 @@ def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
 )
 def namespace_scan(namespace: str, params: ScanParams = DEFAULTS) -> dict[str, Any]:
     """Scan one namespace (also the unit fleet scans are sharded into across workers)."""
-    return _scan_fleet(_resolve(params.model_copy(update={"namespaces": [namespace]})))
+    return _scan(_resolve(params.model_copy(update={"namespaces": [namespace]})))
 
 
 @flow(

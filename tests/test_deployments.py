@@ -210,6 +210,16 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
                         shard_size=1,
                     )
                 )
+                shared = fleet_scan(  # workers without a shared filesystem: hand-over through a share
+                    ScanParams(
+                        kubeconfig=kubeconfig,
+                        out=str(tmp_path / "shared"),
+                        run_id="shared",
+                        dispatch="fleet-scan/fleet-scan-shards",
+                        shard_size=2,
+                        share=(tmp_path / "bucket").as_uri(),
+                    )
+                )
                 single = fleet_scan(ScanParams(kubeconfig=kubeconfig, out=str(tmp_path / "single"), run_id="single"))
     finally:
         for w, out in zip(workers, outputs, strict=True):
@@ -225,5 +235,8 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
 
     assert sharded["totals"] == single["totals"] and sharded["totals"]["targets"] == 8
     assert outcomes(tmp_path / "sharded") == outcomes(tmp_path / "single")
+    assert shared["totals"] == single["totals"] and outcomes(tmp_path / "shared") == outcomes(tmp_path / "single")
+    assert not (tmp_path / "bucket" / "shared").exists()  # collected and cleared
+    assert not list(ROOT.glob("runs/shared*"))  # the shards' scratch directories are gone
     picked = [log.read_text().count("shard-") for log in logs]
     assert all(n > 0 for n in picked), picked  # both workers ran shards

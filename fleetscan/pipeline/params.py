@@ -52,6 +52,11 @@ class ScanParams(BaseModel):
         "work pool; empty: scan in this flow run",
     )
     shard_size: int = Field(20, ge=1, description="Namespaces per dispatched shard")
+    share: str = Field(
+        "",
+        description="fsspec URL (s3://bucket/path, file:///mnt/x) through which shards hand their "
+        "results back when workers share no filesystem; empty: shards write into the run directory",
+    )
     aggregate: bool = Field(True, description="Write summary and reports at the end (shards leave it to the parent)")
     qps: float = Field(50.0, gt=0, description="Client-side API request rate limit")
     burst: int = Field(100, ge=1)
