@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
@@ -240,3 +241,61 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
     assert not list(ROOT.glob("runs/shared*"))  # the shards' scratch directories are gone
     picked = [log.read_text().count("shard-") for log in logs]
     assert all(n > 0 for n in picked), picked  # both workers ran shards
+
+
+def test_process_recipe_registers_and_starts_a_worker(server: dict[str, str]) -> None:
+    env = dict(server, PREFECT=str(BIN / "prefect"))
+    script = ROOT / "deployments" / "process" / "worker.sh"
+    with subprocess.Popen([str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+
+            def worker_up() -> bool:
+                from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+                try:
+                    with client(server) as c:
+                        return bool(c.read_workers_for_work_pool("fleetscan"))
+                except (ObjectNotFound, PrefectHTTPStatusError):  # the script has not created the pool yet
+                    return False
+
+            wait_for(worker_up, 240, "a worker polling the fleetscan pool")
+            with client(server) as c:
+                names = {d.name for d in c.read_deployments()}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    assert {"fleet-scan-nightly", "fleet-scan", "namespace-scan", "workload-scan-on-deploy"} <= names
+
+
+def test_kubernetes_base_job_template_registers_and_deployments_target_it(server: dict[str, str]) -> None:
+    """Last in this module: it points the deployments at the Kubernetes pool."""
+    template = ROOT / "deployments" / "kubernetes" / "base-job-template.json"
+    created = run(
+        server, str(BIN / "prefect"), "work-pool", "create", "fleetscan-k8s", "--type", "kubernetes",
+        "--base-job-template", str(template),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    with client(server) as c:
+        pool = c.read_work_pool("fleetscan-k8s")
+    assert pool.type == "kubernetes"
+    defaults = pool.base_job_template["variables"]["properties"]
+    assert defaults["service_account_name"]["default"] == "fleetscan"
+    assert defaults["env"]["default"]["FLEETSCAN_HOME"] == "/opt/fleetscan"
+    k8s_file = ROOT / "deployments" / "kubernetes" / "prefect.yaml"
+    deployed = run(server, str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(k8s_file))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with client(server) as c:
+        deployments = {d.name: d for d in c.read_deployments()}
+    assert {d.work_pool_name for d in deployments.values()} == {"fleetscan-k8s"}
+    assert deployments["fleet-scan-nightly"].pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/fleetscan"}}
+    ]
+
+    # The Kubernetes file declares the same deployments as the main one; only pool and code path differ.
+    def comparable(path: Path) -> list[dict[str, Any]]:
+        out = []
+        for d in yaml.safe_load(path.read_text())["deployments"]:
+            out.append({k: v for k, v in d.items() if k != "work_pool"})
+        return out
+
+    assert comparable(k8s_file) == comparable(ROOT / "prefect.yaml")
