@@ -233,13 +233,14 @@ def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
 
 @flow(
     name="namespace-scan",
-    flow_run_name="namespace-scan-{namespace}",
+    flow_run_name="namespace-scan-{namespace}",  # dispatched shards are named by the parent
     task_runner=_threads(2),
     **REVOKE_ON_EXIT,
 )
-def namespace_scan(namespace: str, params: ScanParams = DEFAULTS) -> dict[str, Any]:
-    """Scan one namespace (also the unit fleet scans are sharded into across workers)."""
-    return _scan(_resolve(params.model_copy(update={"namespaces": [namespace]})))
+def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> dict[str, Any]:
+    """Scan one namespace, or (namespace empty) the namespaces of `params`: the shards a fleet scan
+    dispatches to workers."""
+    return _scan(_resolve(params.model_copy(update={"namespaces": [namespace]}) if namespace else params))
 
 
 @flow(

@@ -179,13 +179,13 @@ FLEET = "namespaces:\n" + "".join(
 def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, namespace_scan
 
     pool = run(server, str(BIN / "prefect"), "work-pool", "create", "shards", "--type", "process")
     assert pool.returncode == 0, pool.stderr
     with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-        fleet_scan.from_source(source=str(ROOT), entrypoint="flows/fleet.py:fleet_scan").deploy(
-            name="fleet-scan-shards", work_pool_name="shards", print_next_steps=False
+        namespace_scan.from_source(source=str(ROOT), entrypoint="flows/fleet.py:namespace_scan").deploy(
+            name="shards", work_pool_name="shards", print_next_steps=False
         )
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     outputs = [open(log, "w") for log in logs]  # noqa: SIM115 - closed after the workers stop
@@ -207,7 +207,7 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
                         kubeconfig=kubeconfig,
                         out=str(tmp_path / "sharded"),
                         run_id="sharded",
-                        dispatch="fleet-scan/fleet-scan-shards",
+                        dispatch="namespace-scan/shards",
                         shard_size=1,
                     )
                 )
@@ -216,7 +216,7 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
                         kubeconfig=kubeconfig,
                         out=str(tmp_path / "shared"),
                         run_id="shared",
-                        dispatch="fleet-scan/fleet-scan-shards",
+                        dispatch="namespace-scan/shards",
                         shard_size=2,
                         share=(tmp_path / "bucket").as_uri(),
                     )
