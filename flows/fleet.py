@@ -200,7 +200,8 @@ def _dispatch(
                 parameters={"params": child.model_dump(mode="json")},
                 timeout=0,
                 flow_run_name=f"{params.run_id}-shard-{i:03d}",
-                idempotency_key=f"{params.run_id}-shard-{i}",
+                # one child per shard of this flow run; a resumed run (new flow run) dispatches afresh
+                idempotency_key=f"{current_run.id or params.run_id}-shard-{i}",
             )
         )
     logger.info("dispatched %d shard(s) of run %s to %s", len(runs), params.run_id, params.dispatch)

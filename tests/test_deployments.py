@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -187,6 +188,13 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
         namespace_scan.from_source(source=str(ROOT), entrypoint="flows/fleet.py:namespace_scan").deploy(
             name="shards", work_pool_name="shards", print_next_steps=False
         )
+        # Shards whose code has vanished by the time a worker starts them: their runs crash.
+        gone = tmp_path / "gone"
+        shutil.copytree(ROOT / "flows", gone / "flows")
+        namespace_scan.from_source(source=str(gone), entrypoint="flows/fleet.py:namespace_scan").deploy(
+            name="broken", work_pool_name="shards", print_next_steps=False
+        )
+        shutil.rmtree(gone)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     outputs = [open(log, "w") for log in logs]  # noqa: SIM115 - closed after the workers stop
     workers = [
@@ -221,6 +229,15 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
                         share=(tmp_path / "bucket").as_uri(),
                     )
                 )
+                lost = fleet_scan(
+                    ScanParams(
+                        kubeconfig=kubeconfig,
+                        out=str(tmp_path / "lost"),
+                        run_id="lost",
+                        dispatch="namespace-scan/broken",
+                        shard_size=2,
+                    )
+                )
                 single = fleet_scan(ScanParams(kubeconfig=kubeconfig, out=str(tmp_path / "single"), run_id="single"))
     finally:
         for w, out in zip(workers, outputs, strict=True):
@@ -238,6 +255,10 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
     assert outcomes(tmp_path / "sharded") == outcomes(tmp_path / "single")
     assert shared["totals"] == single["totals"] and outcomes(tmp_path / "shared") == outcomes(tmp_path / "single")
     assert not (tmp_path / "bucket" / "shared").exists()  # collected and cleared
+    # Shards that never ran still account for every container: an error naming the shard run.
+    assert lost["totals"]["targets"] == 8 and lost["exit_code"] == 2
+    reasons = [t["reason"] for t in json.loads((tmp_path / "lost" / "summary.json").read_text())["targets"]]
+    assert all(r.startswith("shard run lost-shard-") and "did not complete" in r for r in reasons), reasons
     assert not list(ROOT.glob("runs/shared*"))  # the shards' scratch directories are gone
     picked = [log.read_text().count("shard-") for log in logs]
     assert all(n > 0 for n in picked), picked  # both workers ran shards
