@@ -346,7 +346,7 @@ def watch(
     (once per rollout) so its workload is scanned. Runs until SIGINT or SIGTERM."""
     import signal as signals
 
-    from .deploy_events import deploy_event, post_events
+    from .deploy_events import deploy_event, post_with_retries
     from .errors import FleetscanError
     from .kube.rollouts import Rollout, RolloutWatcher
 
@@ -363,7 +363,7 @@ def watch(
             {"generation": rollout.generation, "images": list(rollout.images), "source": "watch"},
         )
         try:
-            post_events(api, [event], auth=os.environ.get("PREFECT_API_AUTH_STRING"))
+            post_with_retries(api, [event], auth=os.environ.get("PREFECT_API_AUTH_STRING"))
             typer.echo(
                 f"rollout done: {rollout.kind} {rollout.namespace}/{rollout.name} (generation {rollout.generation})",
                 err=True,

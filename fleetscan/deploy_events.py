@@ -7,7 +7,9 @@ the rollout watcher (`fleetscan watch`) send the same event.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -47,8 +49,6 @@ def post_events(api_url: str, events: list[dict[str, Any]], *, auth: str | None 
         raise UsageError("no Prefect API: set PREFECT_API_URL (e.g. http://prefect:4200/api)")
     headers = {"Content-Type": "application/json"}
     if auth:
-        import base64
-
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     request = urllib.request.Request(
         f"{api_url.rstrip('/')}/events", data=json.dumps(events).encode(), headers=headers, method="POST"
@@ -63,3 +63,18 @@ def post_events(api_url: str, events: list[dict[str, Any]], *, auth: str | None 
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise FleetscanError(f"cannot reach the Prefect API at {api_url}: {exc}", retryable=True) from exc
+
+
+def post_with_retries(
+    api_url: str, events: list[dict[str, Any]], *, auth: str | None = None, attempts: int = 5
+) -> None:
+    """Like post_events, but rides out a Prefect server restart (2, 4, 8, 16 s apart): a rollout
+    seen by the watcher has no second chance to be reported."""
+    for attempt in range(attempts):
+        try:
+            post_events(api_url, events, auth=auth)
+            return
+        except FleetscanError as exc:
+            if not exc.retryable or attempt == attempts - 1:
+                raise
+            time.sleep(2 ** (attempt + 1))
