@@ -110,6 +110,9 @@ def test_prefect_yaml_registers_schedule_and_trigger(server: dict[str, str]) -> 
 
 
 def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Path) -> None:
+    with client(server) as c:  # serve registers its own deployments: start from none of the same names
+        for d in c.read_deployments():
+            c.delete_deployment(d.id)
     with Emulator(load_scenario("demo")) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
         served = subprocess.Popen(
@@ -124,6 +127,8 @@ def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Pa
         try:
 
             def served_ready() -> bool:
+                if served.poll() is not None:
+                    raise AssertionError(f"fleetscan serve exited: {served.communicate()[1][-3000:]}")
                 with client(server) as c:
                     return any(
                         d.name == "workload-scan-on-deploy" and d.work_pool_name is None for d in c.read_deployments()
@@ -177,24 +182,42 @@ FLEET = "namespaces:\n" + "".join(
 )
 
 
+def in_subprocess(env: dict[str, str], code: str, *args: str) -> Any:
+    """Run Prefect client code in a child process: flow runs in this one would leave Prefect's
+    background services bound to this module's server after it stops, failing later tests."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+DEPLOY_SHARDS = """
+import json, sys
+from flows.fleet import namespace_scan
+for source, name in zip(sys.argv[1::2], sys.argv[2::2]):
+    namespace_scan.from_source(source=source, entrypoint="flows/fleet.py:namespace_scan").deploy(
+        name=name, work_pool_name="shards", print_next_steps=False
+    )
+print(json.dumps("ok"))
+"""
+
+FLEET_SCAN = """
+import json, sys
+from flows.fleet import fleet_scan
+from fleetscan.pipeline.params import ScanParams
+print(json.dumps(fleet_scan(ScanParams.model_validate_json(sys.argv[1])), default=str))
+"""
+
+
 def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: Path) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.fleet import fleet_scan, namespace_scan
-
     pool = run(server, str(BIN / "prefect"), "work-pool", "create", "shards", "--type", "process")
     assert pool.returncode == 0, pool.stderr
-    with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-        namespace_scan.from_source(source=str(ROOT), entrypoint="flows/fleet.py:namespace_scan").deploy(
-            name="shards", work_pool_name="shards", print_next_steps=False
-        )
-        # Shards whose code has vanished by the time a worker starts them: their runs crash.
-        gone = tmp_path / "gone"
-        shutil.copytree(ROOT / "flows", gone / "flows")
-        namespace_scan.from_source(source=str(gone), entrypoint="flows/fleet.py:namespace_scan").deploy(
-            name="broken", work_pool_name="shards", print_next_steps=False
-        )
-        shutil.rmtree(gone)
+    # Shards whose code has vanished by the time a worker starts them ("broken"): their runs crash.
+    gone = tmp_path / "gone"
+    shutil.copytree(ROOT / "flows", gone / "flows")
+    in_subprocess(server, DEPLOY_SHARDS, str(ROOT), "shards", str(gone), "broken")
+    shutil.rmtree(gone)
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
     outputs = [open(log, "w") for log in logs]  # noqa: SIM115 - closed after the workers stop
     workers = [
@@ -209,36 +232,18 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
     try:
         with Emulator(parse_scenario(FLEET, "fleet.yaml")) as emu:
             kubeconfig = str(emu.write_kubeconfig(tmp_path / "kc"))
-            with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
-                sharded = fleet_scan(
-                    ScanParams(
-                        kubeconfig=kubeconfig,
-                        out=str(tmp_path / "sharded"),
-                        run_id="sharded",
-                        dispatch="namespace-scan/shards",
-                        shard_size=1,
-                    )
-                )
-                shared = fleet_scan(  # workers without a shared filesystem: hand-over through a share
-                    ScanParams(
-                        kubeconfig=kubeconfig,
-                        out=str(tmp_path / "shared"),
-                        run_id="shared",
-                        dispatch="namespace-scan/shards",
-                        shard_size=2,
-                        share=(tmp_path / "bucket").as_uri(),
-                    )
-                )
-                lost = fleet_scan(
-                    ScanParams(
-                        kubeconfig=kubeconfig,
-                        out=str(tmp_path / "lost"),
-                        run_id="lost",
-                        dispatch="namespace-scan/broken",
-                        shard_size=2,
-                    )
-                )
-                single = fleet_scan(ScanParams(kubeconfig=kubeconfig, out=str(tmp_path / "single"), run_id="single"))
+
+            def scan(run_id: str, **extra: Any) -> dict[str, Any]:
+                params = ScanParams(kubeconfig=kubeconfig, out=str(tmp_path / run_id), run_id=run_id, **extra)
+                return dict(in_subprocess(server, FLEET_SCAN, params.model_dump_json()))
+
+            sharded = scan("sharded", dispatch="namespace-scan/shards", shard_size=1)
+            # workers without a shared filesystem: hand-over through a share
+            shared = scan(
+                "shared", dispatch="namespace-scan/shards", shard_size=2, share=(tmp_path / "bucket").as_uri()
+            )
+            lost = scan("lost", dispatch="namespace-scan/broken", shard_size=2)
+            single = scan("single")
     finally:
         for w, out in zip(workers, outputs, strict=True):
             w.terminate()
@@ -307,7 +312,8 @@ def test_kubernetes_base_job_template_registers_and_deployments_target_it(server
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     with client(server) as c:
         deployments = {d.name: d for d in c.read_deployments()}
-    assert {d.work_pool_name for d in deployments.values()} == {"fleetscan-k8s"}
+    declared = {d["name"] for d in yaml.safe_load(k8s_file.read_text())["deployments"]}
+    assert {deployments[name].work_pool_name for name in declared} == {"fleetscan-k8s"}
     assert deployments["fleet-scan-nightly"].pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": "/opt/fleetscan"}}
     ]
