@@ -183,8 +183,8 @@ def _dispatch(
     params: ScanParams, run: RunDir, namespaces: list[str], targets: list[Target], started: str, rules_name: str
 ) -> dict[str, Any]:
     """Scan shards of namespaces as separate flow runs of `params.dispatch` on its work pool (so N
-    workers on N machines share one fleet scan), wait for them, then aggregate the shared run
-    directory they all wrote into."""
+    workers on N machines share one fleet scan), wait for them, then aggregate what they wrote into
+    the shared run directory or handed over through `params.share`."""
     logger = get_run_logger()
     if params.share:
         share_root(params.share, params.run_id)  # an unusable URL fails now, not after every shard ran
@@ -205,10 +205,19 @@ def _dispatch(
             )
         )
     logger.info("dispatched %d shard(s) of run %s to %s", len(runs), params.run_id, params.dispatch)
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
+        progress=0.0, key="fleetscan-progress", description=f"run {params.run_id}: shards finished"
+    )
+    reported = -1
     with get_client(sync_client=True) as client:
         while True:
             states = [client.read_flow_run(r.id).state for r in runs]
-            if all(s is not None and s.is_final() for s in states):
+            finished = sum(1 for s in states if s is not None and s.is_final())
+            if finished != reported:
+                reported = finished
+                logger.info("%d of %d shard(s) finished", finished, len(runs))
+                update_progress_artifact(artifact_id=progress, progress=100.0 * finished / max(len(runs), 1))
+            if finished == len(runs):
                 break
             time.sleep(2)
     if params.share:
