@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import scale_emulator
 from kubernetes import client, config
 from kubernetes.stream import stream
 
@@ -83,27 +82,8 @@ def fleet_start(containers: int) -> dict[str, float]:
     namespaces = max(1, containers // 50)
     pods = containers // namespaces // per_pod
     with tempfile.TemporaryDirectory() as tmp:
-        scenario = Path(tmp) / "scale.yaml"
-        scenario.write_text(
-            f"scale: {{namespaces: {namespaces}, pods_per_namespace: {pods}, "
-            f"containers_per_pod: {per_pod}, image: busybox}}\n"
-        )
-        kubeconfig = Path(tmp) / "kc"
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetscan",
-                "emulator",
-                "serve",
-                "--scenario",
-                str(scenario),
-                "--kubeconfig-out",
-                str(kubeconfig),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
+        proc, kubeconfig = scale_emulator.start(Path(tmp), namespaces, pods, per_pod)
         peak = [0, 0, 0]
         done = threading.Event()
 

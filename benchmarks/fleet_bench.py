@@ -13,13 +13,12 @@ import base64
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import scale_emulator
 import yaml
 
 from fleetscan.emulator.handle import EmulatorClient
@@ -78,26 +77,7 @@ def main() -> None:
 
     with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as tmp:
         # The emulator runs in its own process, as a cluster would: not competing for this one's GIL.
-        scenario = Path(tmp) / "scale.yaml"
-        scenario.write_text(
-            f"scale: {{namespaces: {args.namespaces}, pods_per_namespace: {args.pods}, "
-            "containers_per_pod: 1, image: busybox}\n"
-        )
-        kubeconfig = Path(tmp) / "kc"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetscan",
-                "emulator",
-                "serve",
-                "--scenario",
-                str(scenario),
-                "--kubeconfig-out",
-                str(kubeconfig),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
+        server, kubeconfig = scale_emulator.start(Path(tmp), args.namespaces, args.pods)
         while not kubeconfig.exists():
             if server.poll() is not None:
                 raise SystemExit("the emulator did not start")

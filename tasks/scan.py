@@ -22,7 +22,7 @@ from fleetscan.kube.client import Kube
 from fleetscan.kube.credentials import CredentialSettings, NamespaceCredentials
 from fleetscan.kube.discovery import Discovery, Selection, discover
 from fleetscan.kube.targets import Target
-from fleetscan.pipeline.aggregate import RunSummary, aggregate, markdown
+from fleetscan.pipeline.aggregate import RunSummary, aggregate
 from fleetscan.pipeline.records import TargetRecord
 from fleetscan.pipeline.rundir import RunDir
 from fleetscan.pipeline.scanning import ScanContext, decide_approach, scan_namespace, scan_target
@@ -133,8 +133,7 @@ def publish_artifacts(summary: RunSummary, run: RunDir) -> None:
         table=summary.namespaces or [{"namespace": "-"}],
         description=f"run {summary.run_id}: results per namespace",
     )
-    report_md = run.path / "report.md"  # the full Markdown report: worst namespaces and controls, changes
-    text = report_md.read_text() if report_md.exists() else markdown(summary)
+    text = (run.path / "report.md").read_text()  # written by aggregate: worst namespaces and controls, changes
     create_markdown_artifact(key="fleetscan-summary", markdown=text, description=f"run {summary.run_id}")
     report = (run.path / "report.html").resolve()
     create_link_artifact(key="fleetscan-report", link=report.as_uri(), link_text=f"report of run {summary.run_id}")
