@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from fleetscan.access import REGISTRY, AccessSettings
 from fleetscan.emulator.scenario import load_scenario
 from fleetscan.emulator.server import Emulator
 from fleetscan.engines.native.engine import NativeEngine
 from fleetscan.engines.native.profile import load_profile
-from fleetscan.kube.approach import ApproachSettings, connect
 from fleetscan.kube.client import ClientSettings, Kube
 from fleetscan.kube.discovery import Selection, discover
 
@@ -37,18 +37,18 @@ def main() -> None:
         # A generous client-side rate limit: this measures the engine, not the limiter.
         kube = Kube.from_kubeconfig(str(emu.write_kubeconfig(Path(tmp) / "kc")), settings=ClientSettings(1000, 1000))
         targets = {t.key: t for t in discover(kube, Selection()).targets}
-        settings = ApproachSettings(debug_image="fleetscan/debug:1.0")
+        settings = AccessSettings(debug_image="fleetscan/debug:1.0")
         print(f"profile {profile.name}: {len(profile.controls)} controls; median of {args.repeat} runs")
         print(f"{'container':<20} {'mode':<10} {'exec calls':>10} {'wall ms':>9} {'eval cpu ms':>12}")
         for label, key, approach in KINDS:
-            transport = connect(kube, targets[key], approach, settings)
+            transport = REGISTRY[approach].open(kube, targets[key], settings)
             rows = {}
             for mode in ("batched", "per-check"):
                 engine = NativeEngine(profile, exec_mode=mode)
                 walls, cpus, calls = [], [], 0
                 for _ in range(args.repeat):
                     start = time.perf_counter()
-                    scan = engine.scan(transport, targets[key])
+                    scan = engine.examine(transport, targets[key])
                     walls.append((time.perf_counter() - start) * 1000)
                     cpus.append(scan.stats.evaluate_seconds * 1000)
                     calls = scan.stats.exec_calls

@@ -21,6 +21,8 @@ from typing import Any
 import scale_emulator
 import yaml
 
+from fleetscan.access import REGISTRY
+from fleetscan.access.exec import ExecTransport
 from fleetscan.emulator.handle import EmulatorClient
 from fleetscan.engines.native.engine import NativeEngine
 from fleetscan.engines.native.profile import load_profile
@@ -28,8 +30,7 @@ from fleetscan.kube.client import ClientSettings, Kube
 from fleetscan.kube.credentials import CredentialSettings, NamespaceCredentials
 from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.execstream import run_in
-from fleetscan.kube.transports import ExecTransport
-from fleetscan.pipeline.params import ScanParams
+from fleetscan.settings import ScanParams
 
 
 def _handle(kubeconfig: Path) -> Any:
@@ -53,11 +54,10 @@ def reference_design(kube: Kube, targets: list, profile_name: str) -> float:
     engine = NativeEngine(load_profile(profile_name), exec_mode="per-check")
     start = time.perf_counter()
     for i, target in enumerate(targets):
-        with NamespaceCredentials(
-            kube, target.namespace, f"ref-{i}", [target.pod], settings=CredentialSettings()
-        ) as creds:
+        rules = REGISTRY["exec"].rules([target.pod])
+        with NamespaceCredentials(kube, target.namespace, f"ref-{i}", rules, settings=CredentialSettings()) as creds:
             time.sleep(3)  # the reference scripts wait for RBAC to propagate
-            engine.scan(ExecTransport(creds.scan_client(), target), target)
+            engine.examine(ExecTransport(creds.scan_client(), target), target)
     return (time.perf_counter() - start) / len(targets)
 
 
@@ -99,7 +99,7 @@ def main() -> None:
         result = fleet_scan(params)
         wall = time.perf_counter() - start
         audit = emu.audit()
-        targets = result["totals"]["targets"]
+        targets = result.totals["targets"]
         execs = sum(1 for a in audit if a["subresource"] == "exec")
         requests = len(audit)
         ideal = execs * per_exec / args.concurrency
@@ -120,7 +120,7 @@ def main() -> None:
         f"  per container: {requests / targets:.1f} API requests, {execs / targets:.2f} exec calls, "
         f"orchestration overhead {(wall - ideal) / targets * 1000:.1f} ms"
     )
-    print(f"  outcomes {result['totals']}; peak memory of this process {peak_mb:.0f} MB")
+    print(f"  outcomes {result.totals}; peak memory of this process {peak_mb:.0f} MB")
     print(
         f"reference design (sample of {len(sample)}): {reference:.2f} s per container -> "
         f"{reference * targets / 60:.1f} min for the fleet; fleetscan is {reference * targets / wall:.0f}x faster"

@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from fleetscan import hdf
 from fleetscan.engines.native.profile import load_profile
 from fleetscan.report.analysis import analyse
 from fleetscan.report.build import build_reports
 from fleetscan.report.frames import load_run
+from fleetscan.results import hdf
 
 
 def synthetic_run(folder: Path, containers: int) -> Path:

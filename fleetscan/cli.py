@@ -1,26 +1,36 @@
-"""The `fleetscan` command line."""
+"""The `fleetscan` command line.
+
+Exit codes: 0 every container met its threshold, 1 some failed it, 2 some could not be scanned or
+the run itself failed (one line says what, and where the log is), 64 bad usage, reported before
+any cluster call. The scan options are derived from ScanParams, the one source of their defaults.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
 from . import __version__
 
 EX_USAGE = 64
+EX_ERROR = 2
 
 app = typer.Typer(
     help="Compliance scanning inside running containers, fleet-wide, on Kubernetes.",
     no_args_is_help=True,
     add_completion=False,
 )
-emulator_app = typer.Typer(help="The embedded Kubernetes API emulator (demo, tests, benchmarks).", no_args_is_help=True)
+emulator_app = typer.Typer(help="The embedded Kubernetes emulator (demo, tests, benchmarks).", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
+log = logging.getLogger("fleetscan")
 
 
 def _fail(message: str, code: int = EX_USAGE) -> None:
@@ -34,16 +44,20 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _kube(kubeconfig: Path | None, context: str | None) -> Any:
-    from .kube.client import Kube
+def _client(kubeconfig: str | None, context: str | None) -> Any:
+    """The one client factory (in-cluster, $KUBECONFIG, --kubeconfig, --context); a kubeconfig that
+    cannot be read is bad usage."""
+    from .errors import UsageError
+    from .kube.client import connect
 
-    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return Kube.in_cluster()
-    return Kube.from_kubeconfig(str(kubeconfig) if kubeconfig else None, context)
+    try:
+        return connect(kubeconfig, context)
+    except UsageError as exc:
+        _fail(str(exc))
 
 
 KubeconfigOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--kubeconfig", help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)."),
 ]
 ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")]
@@ -52,16 +66,14 @@ ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig co
 @app.command()
 def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
     """Delete scan credentials left by killed runs once their expiry has passed."""
-    from .errors import FleetscanError, UsageError
+    from .errors import FleetscanError
     from .kube.credentials import collect_garbage
 
+    kube = _client(kubeconfig, context)
     try:
-        deleted = collect_garbage(_kube(kubeconfig, context))
-    except UsageError as exc:
-        _fail(str(exc))
-        return
+        deleted = collect_garbage(kube)
     except FleetscanError as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), EX_ERROR)
         return
     for item in deleted:
         typer.echo(f"deleted {item}")
@@ -79,14 +91,14 @@ def rbac(
     """Print the ServiceAccount, Role and RoleBinding a run would create in a namespace."""
     import yaml
 
+    from .access import REGISTRY
     from .errors import UsageError
     from .kube.credentials import CredentialSettings, manifests
 
-    def split(text: str) -> list[str]:
-        return [p.strip() for p in text.split(",") if p.strip()]
-
+    scanned, debugged = _split(pods), _split(debug)
+    rules = REGISTRY["exec"].rules(scanned) + (REGISTRY["debug"].rules(debugged) if debugged else [])
     try:
-        docs = manifests(namespace, run_id, split(pods), split(debug), CredentialSettings(token_seconds=token_seconds))
+        docs = manifests(namespace, run_id, rules, CredentialSettings(token_seconds=token_seconds))
     except UsageError as exc:
         _fail(str(exc))
         return
@@ -107,9 +119,12 @@ def validate(
 
     Prints SAF's message byte for byte; exits 0 pass, 1 violation, 2 error (unreadable or invalid
     input or threshold, which SAF itself would let pass)."""
-    from .errors import FleetscanError
-    from .saf import SafCli
-    from .threshold import ThresholdError, evaluate, lint, load_hdf, load_threshold, parse_inline
+    from .errors import FleetscanError, ResultsError
+    from .results.hdf import load_hdf
+    from .results.lint import lint
+    from .results.saf import SafCli
+    from .results.threshold import evaluate, load_threshold, parse_inline
+    from .tools import SAF_HINT
 
     if (threshold is None) == (threshold_inline is None):
         _fail("give exactly one of --threshold FILE or --threshold-inline TEXT")
@@ -121,59 +136,30 @@ def validate(
             for warning in lint(rules, flattened_source=source):
                 typer.echo(f"warning: {warning}", err=True)
         verdict = evaluate(hdf, rules)
-    except ThresholdError as exc:
-        _fail(str(exc), 2)
+    except ResultsError as exc:
+        _fail(str(exc), EX_ERROR)
         return
     sys.stdout.write(verdict.stdout)
     sys.stderr.write(verdict.stderr)
     if saf_check:
         cli = SafCli.find()
         if cli is None:
-            _fail("--saf: the SAF CLI is not installed (make setup installs it into .tools/)", 2)
+            _fail(f"--saf: {SAF_HINT}", EX_ERROR)
             return
         try:
             real = cli.validate(input_, threshold_file=threshold, inline=threshold_inline)
         except FleetscanError as exc:
-            _fail(str(exc), 2)
+            _fail(str(exc), EX_ERROR)
             return
         if (real.stdout, real.stderr) != (verdict.stdout, verdict.stderr):
-            _fail(f"the SAF CLI disagrees: stdout {real.stdout!r}, stderr {real.stderr!r}", 2)
+            _fail(f"the SAF CLI disagrees: stdout {real.stdout!r}, stderr {real.stderr!r}", EX_ERROR)
     raise typer.Exit(0 if verdict.passed else 1)
 
 
-def _run_scan(params: Any, *, show_progress: bool, verbose: bool) -> dict[str, Any]:
-    """Run the fleet_scan flow in this process (Prefect's server from PREFECT_API_URL, or an
-    ephemeral one), with the inputs checked first so mistakes fail before any cluster call."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
-    if not verbose:  # fleetscan reports outcomes and errors itself; Prefect's own logs are for --verbose
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    from .console import progress_bar
-    from .errors import FleetscanError, UsageError
-    from .pipeline.setup import engine_for, kube_for, rules_for
-    from .threshold import ThresholdError
-
-    try:
-        engine_for(params)
-        rules_for(params)
-        kube = kube_for(params)
-    except (UsageError, ThresholdError) as exc:
-        _fail(str(exc))
-    from .kube.approach import ephemeral_containers_supported
-
-    try:
-        ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
-    except FleetscanError as exc:
-        _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", 2)
-    from flows.fleet import fleet_scan
-
-    try:
-        with progress_bar(show_progress):
-            result: dict[str, Any] = fleet_scan(params)
-    except FleetscanError as exc:  # nothing could be scanned: no cluster, no namespace, no access
-        _fail(str(exc), 2)
-    if not result["totals"]["targets"]:
-        _fail("no container matched the selection (namespaces, selectors, exclusions): nothing was scanned", 2)
-    return result
+# -- scan: options derived from ScanParams ---------------------------------------------------------------
+# Where a flag is not the field's name with dashes (the README's spellings stay).
+_FLAGS = {"allow_debug": "--debug/--no-debug", "inputs": "--input", "run_id": "--run-id"}
+_NOT_ON_CLI = {"aggregate"}  # set by a dispatching run for its shards
 
 
 def _split(text: str) -> list[str]:
@@ -190,71 +176,145 @@ def _inputs(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-@app.command()
-def scan(
-    kubeconfig: KubeconfigOpt = None,
-    context: ContextOpt = None,
-    namespaces: Annotated[str, typer.Option(help="Comma-separated namespaces or globs (default: all).")] = "",
-    namespace_selector: Annotated[str, typer.Option(help="Label selector on namespaces.")] = "",
-    exclude_namespaces: Annotated[str, typer.Option(help="Comma-separated namespaces or globs to leave out.")] = (
-        "kube-system,kube-public,kube-node-lease"
-    ),
-    selector: Annotated[str, typer.Option(help="Label selector on pods.")] = "",
-    profile: Annotated[str, typer.Option(help="Bundled profile name or a profile file.")] = "container-baseline",
-    threshold: Annotated[
-        str | None, typer.Option(help="SAF threshold file (default: the bundled default.yml).")
-    ] = None,
-    approach: Annotated[str, typer.Option(help="auto, exec, debug or sidecar.")] = "auto",
-    engine: Annotated[str, typer.Option(help="native or cinc.")] = "native",
-    concurrency: Annotated[int, typer.Option(min=1, max=512, help="Containers scanned at once.")] = 16,
-    out: Annotated[str, typer.Option(help="Run directory (default: runs/<run id>).")] = "",
-    history: Annotated[str, typer.Option(help="Trend history folder (default: beside the run directory).")] = "",
-    run_id: Annotated[str, typer.Option("--run-id", help="Resume this run (same id, same --out).")] = "",
-    one_per_workload: Annotated[bool, typer.Option(help="One pod per workload revision.")] = False,
-    no_debug: Annotated[bool, typer.Option("--no-debug", help="Never add ephemeral debug containers.")] = False,
-    debug_image: Annotated[str, typer.Option(help="Image of ephemeral debug containers.")] = "busybox:1.36",
-    input_: Annotated[list[str] | None, typer.Option("--input", help="Profile input NAME=VALUE (repeatable).")] = None,
-    output: Annotated[str, typer.Option(help="text or json (the closing summary on stdout).")] = "text",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
-) -> None:
-    """Scan the fleet once. Exit 0: every container met its threshold; 1: some failed it;
-    2: some could not be scanned; 64: bad usage."""
+def _bounds(metadata: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in metadata:
+        for attr, key in (("ge", "min"), ("le", "max")):
+            if getattr(item, attr, None) is not None:
+                out[key] = getattr(item, attr)
+    return out
+
+
+def scan_options() -> list[inspect.Parameter]:
+    """One CLI option per ScanParams field: name, default, help, limits and choices come from it."""
+    from .settings import ScanParams
+
+    params = []
+    for name, field in ScanParams.model_fields.items():
+        if name in _NOT_ON_CLI:
+            continue
+        annotation: Any = field.annotation
+        default = field.get_default(call_default_factory=True)
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        help_ = (field.description or "").rstrip(".") + "."
+        if get_origin(annotation) is list:
+            annotation, default, help_ = str, ",".join(default), help_[:-1] + " (comma-separated)."
+        elif get_origin(annotation) is dict:
+            annotation, default, help_ = list[str] | None, None, "Profile input NAME=VALUE (repeatable)."
+        elif get_origin(annotation) is Literal:
+            help_ = help_[:-1] + f": {', '.join(get_args(annotation))}."
+        option = typer.Option(*flag.split(" "), help=help_, **_bounds(field.metadata))
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, option]
+            )
+        )
+    cli_only: list[tuple[str, Any, Any]] = [
+        (
+            "output",
+            "text",
+            Annotated[Literal["text", "json"], typer.Option(help="The closing summary on stdout: text or json.")],
+        ),
+        ("quiet", False, Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")]),
+        ("verbose", False, Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")]),
+    ]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, d, a in cli_only]
+    return params
+
+
+def scan(**options: Any) -> None:
+    """Scan the fleet once (or one workload: --workload KIND/NAME --namespaces NS). Exit 0: every
+    container met its threshold; 1: some failed it; 2: some could not be scanned; 64: bad usage."""
     from pydantic import ValidationError
 
     from .console import closing_summary
-    from .pipeline.params import ScanParams
+    from .settings import ScanParams
 
-    if output not in ("text", "json"):
-        _fail("--output must be text or json")
+    output, quiet, verbose = options.pop("output"), options.pop("quiet"), options.pop("verbose")
+    for name, field in ScanParams.model_fields.items():
+        if get_origin(field.annotation) is list and name in options:
+            options[name] = _split(options[name])
+    options["inputs"] = _inputs(options.get("inputs") or [])
     try:
-        params = ScanParams(
-            kubeconfig=str(kubeconfig) if kubeconfig else None,
-            context=context,
-            namespaces=_split(namespaces),
-            namespace_selector=namespace_selector,
-            exclude_namespaces=_split(exclude_namespaces),
-            selector=selector,
-            profile=profile,
-            threshold=threshold,
-            approach=approach,
-            allow_debug=not no_debug,
-            debug_image=debug_image,
-            engine=engine,
-            concurrency=concurrency,
-            out=out,
-            history=history,
-            run_id=run_id,
-            one_per_workload=one_per_workload,
-            inputs=_inputs(input_ or []),
-        )
+        params = ScanParams(**options).resolved()
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         return
-    params = params.resolved()
-    result = _run_scan(params, show_progress=not quiet and output == "text", verbose=verbose)
+    result = run_scan(params, show_progress=not quiet and output == "text", verbose=verbose)
     closing_summary(result, as_json=output == "json", quiet=quiet)
-    raise typer.Exit(int(result["exit_code"]))
+    raise typer.Exit(result.exit_code)
+
+
+scan.__signature__ = inspect.Signature(scan_options())  # type: ignore[attr-defined]
+app.command()(scan)
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """The run's log file: what a one-line error message points at."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("fleetscan").setLevel(logging.INFO)
+    return handler
+
+
+def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
+    """Run the fleet_scan flow in this process (Prefect's server from PREFECT_API_URL, or an
+    ephemeral one), with every input and the run directory checked before any cluster call."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
+    if not verbose:  # fleetscan reports outcomes and errors itself; Prefect's own logs are for --verbose
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from .console import progress_bar
+    from .errors import FleetscanError, Interrupted, ResultsError, RunDirError, UsageError
+    from .kube.pods import ephemeral_containers_supported
+    from .pipeline.run import check_inputs, client_for, identity
+    from .results.rundir import RunDir
+
+    out = Path(params.out)
+    try:
+        engine, threshold = check_inputs(params)
+        kube = client_for(params)
+        RunDir.open(out, params.run_id, identity(params, engine, threshold), params=params.model_dump(mode="json"))
+    except (UsageError, ResultsError, RunDirError) as exc:
+        _fail(str(exc))
+    log_file = out / "fleetscan.log"
+    handler = _log_to(log_file)
+    try:
+        ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
+    except FleetscanError as exc:
+        _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", EX_ERROR)
+    from flows.fleet import fleet_scan
+
+    try:
+        with progress_bar(show_progress):
+            result = fleet_scan(params)
+    except Interrupted as exc:
+        _interrupted(out, params.run_id, str(exc))
+    except BaseException as exc:
+        if type(exc).__name__ == "TerminationSignal":  # Prefect's form of our SIGTERM
+            _interrupted(out, params.run_id, "terminated (SIGTERM)")
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if isinstance(exc, FleetscanError):  # after the first cluster call: the run failed, not the usage
+            _fail(f"{exc} (log: {log_file})", EX_ERROR)
+        log.error("the scan failed unexpectedly:\n%s", traceback.format_exc())
+        _fail(f"the scan failed unexpectedly: {type(exc).__name__}: {exc}; details in {log_file}", EX_ERROR)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    if not result.totals.get("targets"):
+        _fail("no container matched the selection (namespaces, selectors, exclusions): nothing was scanned", EX_ERROR)
+    return result
+
+
+def _interrupted(out: Path, run_id: str, why: str) -> None:
+    recorded = len(list((out / "records").rglob("*.json"))) if (out / "records").exists() else 0
+    _fail(
+        f"{why}: {recorded} container result(s) kept in {out}; run the same command with "
+        f"--run-id {run_id} --out {out} to finish the run",
+        EX_ERROR,
+    )
 
 
 @app.command()
@@ -302,24 +362,25 @@ def serve(
     cron: Annotated[str, typer.Option(help="Schedule of the nightly fleet scan.")] = "0 2 * * *",
     timezone: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
     limit: Annotated[int, typer.Option(min=1, help="Flow runs at once in this process.")] = 4,
-    debug_image: Annotated[str, typer.Option(help="Image of ephemeral debug containers.")] = "busybox:1.36",
+    debug_image: Annotated[str | None, typer.Option(help="Image of ephemeral debug containers.")] = None,
 ) -> None:
     """Serve the nightly, ad hoc and on-deploy scan deployments from this process (needs a Prefect
     server in PREFECT_API_URL), until Ctrl-C."""
-    from .pipeline.params import ScanParams
+    from .settings import ScanParams
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail("fleetscan serve needs a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
     from flows.serving import serve_all
 
-    params = ScanParams(kubeconfig=str(kubeconfig) if kubeconfig else None, context=context, debug_image=debug_image)
+    extra = {"debug_image": debug_image} if debug_image else {}
+    params = ScanParams(kubeconfig=kubeconfig, context=context, **extra)
     serve_all(params, limit=limit, cron=cron, timezone=timezone)
 
 
 @app.command("notify-deploy")
 def notify_deploy(
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the workload.")],
-    kind: Annotated[str, typer.Option(help="Deployment, StatefulSet, DaemonSet or Pod.")],
+    kind: Annotated[str, typer.Option(help="Deployment, StatefulSet, DaemonSet, Job or Pod.")],
     name: Annotated[str, typer.Option(help="Name of the workload.")],
 ) -> None:
     """Tell fleetscan (through Prefect's events API) that a workload was just deployed: its scan starts."""
@@ -332,7 +393,7 @@ def notify_deploy(
     except UsageError as exc:
         _fail(str(exc))
     except FleetscanError as exc:
-        _fail(str(exc), 1)
+        _fail(str(exc), EX_ERROR)
     typer.echo(f"sent {event['event']} for {kind} {namespace}/{name}", err=True)
 
 
@@ -353,7 +414,7 @@ def watch(
     api = os.environ.get("PREFECT_API_URL", "")
     if not api:
         _fail("fleetscan watch needs a Prefect server: set PREFECT_API_URL")
-    kube = _kube(kubeconfig, context)
+    kube = _client(kubeconfig, context)
 
     def emit(rollout: Rollout) -> None:
         event = deploy_event(
@@ -371,7 +432,7 @@ def watch(
         except FleetscanError as exc:
             typer.echo(f"error: {exc}", err=True)
 
-    watcher = RolloutWatcher(kube, emit, namespaces=tuple(p for p in namespaces.split(",") if p))
+    watcher = RolloutWatcher(kube, emit, namespaces=tuple(_split(namespaces)))
     for sig in (signals.SIGINT, signals.SIGTERM):
         signals.signal(sig, lambda *_: watcher.stop.set())
     typer.echo("watching rollouts; Ctrl-C to stop", err=True)
@@ -384,13 +445,12 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Start the embedded emulator with the demo fleet, scan it, print the summary and the report."""
-    import tempfile
     from datetime import UTC, datetime
 
     from .console import closing_summary, err
     from .emulator.scenario import load_scenario
     from .emulator.server import Emulator
-    from .pipeline.params import ScanParams
+    from .settings import ScanParams
 
     err.print("starting the embedded Kubernetes emulator with the demo fleet ...")
     with Emulator(load_scenario("demo")) as emu, tempfile.TemporaryDirectory(prefix="fleetscan-demo-") as tmp:
@@ -404,15 +464,15 @@ def demo(
         params = ScanParams(
             kubeconfig=str(kubeconfig), run_id=run_id, out=out or f"runs/{run_id}", debug_image="fleetscan/debug:1.0"
         )
-        result = _run_scan(params, show_progress=True, verbose=verbose)
+        result = run_scan(params, show_progress=True, verbose=verbose)
         closing_summary(result, as_json=False, quiet=False)
     err.print(
         "emulator stopped. Exit code of the same scan in CI would be "
-        f"{result['exit_code']} (0 all passed, 1 some failed their threshold, 2 some errors)."
+        f"{result.exit_code} (0 all passed, 1 some failed their threshold, 2 some errors)."
     )
 
 
-def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: Any = None) -> None:
+def _serve(scenario_name: str, kubeconfig_out: Path, port: int) -> None:
     from .emulator.scenario import ScenarioError, load_scenario
     from .emulator.server import Emulator
 
@@ -431,8 +491,6 @@ def _serve(scenario_name: str, kubeconfig_out: Path, port: int, on_ready_extra: 
             err=True,
         )
         typer.echo(f"admin kubeconfig (0600): {kubeconfig_out}", err=True)
-        if on_ready_extra:
-            on_ready_extra(emu)
         typer.echo("press Ctrl-C to stop", err=True)
 
     try:
@@ -461,7 +519,11 @@ _USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the terminal shows warnings; the run's log file more
+        handler.setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; failures are reported by fleetscan
+    from .errors import FleetscanError, UsageError
+
     try:
         # Without standalone mode click returns an Exit's code instead of raising it.
         result = app(standalone_mode=False)
@@ -470,4 +532,16 @@ def main() -> None:
         sys.exit(EX_USAGE)
     except typer.Abort:
         sys.exit(130)
+    except UsageError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(EX_USAGE)
+    except FleetscanError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(EX_ERROR)
+    except Exception as exc:  # never a traceback, never exit 1 (which means "a container failed")
+        fd, path = tempfile.mkstemp(prefix="fleetscan-error-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(traceback.format_exc())
+        typer.secho(f"error: unexpected {type(exc).__name__}: {exc}; details in {path}", fg=typer.colors.RED, err=True)
+        sys.exit(EX_ERROR)
     sys.exit(result if isinstance(result, int) else 0)

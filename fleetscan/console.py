@@ -7,14 +7,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .pipeline import progress
-from .pipeline.records import TargetRecord
+from .pipeline.run import RunResult
+from .results.records import TargetRecord
 
 err = Console(stderr=True)
 _STYLE = {"passed": "green", "failed": "red", "error": "yellow", "skipped": "dim"}
@@ -51,14 +51,15 @@ def progress_bar(enabled: bool) -> Iterator[None]:
         progress.remove_listener(advance)
 
 
-def closing_summary(result: dict[str, Any], *, as_json: bool, quiet: bool) -> None:
-    out = Path(result["out"])
+def closing_summary(result: RunResult, *, as_json: bool, quiet: bool) -> None:
+    """The table of summary.json (namespaces worst first, as in report.md) and the errors."""
+    out = Path(result.out)
     summary = json.loads((out / "summary.json").read_text())
     if as_json:
         sys.stdout.write(
             json.dumps(
                 {k: summary[k] for k in ("run_id", "totals", "namespaces")}
-                | {"out": str(out), "exit_code": result["exit_code"]},
+                | {"out": str(out), "exit_code": result.exit_code},
                 indent=1,
             )
             + "\n"
@@ -67,17 +68,22 @@ def closing_summary(result: dict[str, Any], *, as_json: bool, quiet: bool) -> No
     if quiet:
         return
     table = Table(title=f"fleetscan run {summary['run_id']}", title_justify="left")
-    for column in ("namespace", "containers", "passed", "failed", "error", "skipped"):
+    for column in ("namespace", "containers", "passed", "failed", "error", "skipped", "compliance"):
         table.add_column(column, justify="left" if column == "namespace" else "right")
     for ns in summary["namespaces"]:
         table.add_row(
             ns["namespace"],
-            str(ns["targets"]),
+            str(ns["containers"]),
             *(f"[{_STYLE[k]}]{ns[k]}[/]" if ns[k] else "0" for k in ("passed", "failed", "error", "skipped")),
+            "-" if ns["compliance"] is None else f"{ns['compliance']}%",
         )
     t = summary["totals"]
+    fleet = summary.get("fleet_compliance")
     table.add_row(
-        "[bold]total", f"[bold]{t['targets']}", *(f"[bold]{t[k]}" for k in ("passed", "failed", "error", "skipped"))
+        "[bold]total",
+        f"[bold]{t['targets']}",
+        *(f"[bold]{t[k]}" for k in ("passed", "failed", "error", "skipped")),
+        "-" if fleet is None else f"[bold]{fleet}%",
     )
     err.print(table)
     for target in summary["targets"]:

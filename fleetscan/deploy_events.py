@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,17 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import FleetscanError, UsageError
-from .kube.names import check_label, check_subdomain
+from .kube.discovery import WORKLOAD_KINDS, workload_ref
+from .kube.names import check_label
+from .retry import RetryPolicy
 
 EVENT = "fleetscan.workload.deployed"
-KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Pod")
+KINDS = WORKLOAD_KINDS
 
 
 def deploy_event(namespace: str, kind: str, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     check_label(namespace, "namespace")
-    check_subdomain(name, "workload name")
-    if kind not in KINDS:
-        raise UsageError(f"kind {kind!r}: one of {', '.join(KINDS)}")
+    kind, name = workload_ref(f"{kind}/{name}")
     return {
         "id": str(uuid.uuid4()),
         "occurred": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -65,16 +64,13 @@ def post_events(api_url: str, events: list[dict[str, Any]], *, auth: str | None 
         raise FleetscanError(f"cannot reach the Prefect API at {api_url}: {exc}", retryable=True) from exc
 
 
+# A Prefect server restart takes seconds: 2, 4, 8 and 16 s apart (jittered) rides it out.
+EVENT_RETRY = RetryPolicy(retries=4, base_seconds=2.0)
+
+
 def post_with_retries(
-    api_url: str, events: list[dict[str, Any]], *, auth: str | None = None, attempts: int = 5
+    api_url: str, events: list[dict[str, Any]], *, auth: str | None = None, policy: RetryPolicy = EVENT_RETRY
 ) -> None:
-    """Like post_events, but rides out a Prefect server restart (2, 4, 8, 16 s apart): a rollout
-    seen by the watcher has no second chance to be reported."""
-    for attempt in range(attempts):
-        try:
-            post_events(api_url, events, auth=auth)
-            return
-        except FleetscanError as exc:
-            if not exc.retryable or attempt == attempts - 1:
-                raise
-            time.sleep(2 ** (attempt + 1))
+    """Like post_events, but rides out a Prefect server restart: a rollout seen by the watcher has
+    no second chance to be reported."""
+    policy.run(lambda: post_events(api_url, events, auth=auth), what="post the deploy event")

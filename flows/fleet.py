@@ -1,10 +1,17 @@
-"""fleet_scan, namespace_scan and workload_scan: what users run (CLI, UI, schedules, deploy events)."""
+"""fleet_scan, namespace_scan and workload_scan: what users run (CLI, UI, schedules, deploy events).
+
+All three build a Selection from their parameters and run the same path, `scan_run`: plan, record
+the skipped, scan each namespace (or dispatch shards of namespaces to workers), aggregate once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import tempfile
 import time
-from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 from uuid import UUID
 
@@ -13,31 +20,21 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from fleetscan.errors import FleetscanError
-from fleetscan.hdf import now_iso
-from fleetscan.kube.approach import ephemeral_containers_supported
-from fleetscan.kube.credentials import revoke_run
-from fleetscan.kube.targets import Target
-from fleetscan.pipeline.params import ScanParams
+from fleetscan import cancel
+from fleetscan.errors import FleetscanError, Interrupted, RunDirError
 from fleetscan.pipeline.progress import Tracker
-from fleetscan.pipeline.records import TargetRecord
-from fleetscan.pipeline.rundir import RunDir
-from fleetscan.pipeline.scanning import ScanContext
-from fleetscan.pipeline.setup import engine_for, kube_for, rules_for, selection_for
-from fleetscan.pipeline.share import collect, share_root, upload
-from tasks.scan import (
-    aggregate_run,
-    discover_targets,
-    issue_credentials,
-    publish_artifacts,
-    revoke_credentials,
-    scan_namespace_task,
-    scan_target_task,
-)
+from fleetscan.pipeline.run import RunResult, prepare, record_skipped, revoke_leftovers, shards, todo
+from fleetscan.pipeline.scan import Scanner
+from fleetscan.pipeline.share import collect, download, share_root, upload
+from fleetscan.results.hdf import now_iso
+from fleetscan.results.rundir import RunDir
+from fleetscan.settings import ScanParams
+from tasks.scan import aggregate_task, plan_task, publish_artifacts, scan_namespace_task
 
 GLOBAL_LIMIT = "fleetscan-scans"
 DEFAULTS = ScanParams()
@@ -59,11 +56,12 @@ def _resolve(params: ScanParams) -> ScanParams:
 
 def revoke_on_exit(flow: Any, flow_run: Any, state: Any) -> None:
     """State hook (failure, crash, cancellation): delete whatever credentials the run still holds."""
+    cancel.STOP.set()  # a cancelled run's scans stop too, not only its flow
     raw = flow_run.parameters.get("params") or {}
     params = raw if isinstance(raw, ScanParams) else ScanParams.model_validate(raw)
     run_id = run_id_of(params, str(flow_run.id))
     try:
-        deleted = revoke_run(kube_for(params), run_id)
+        deleted = revoke_leftovers(params, run_id)
     except FleetscanError as exc:
         print(f"fleetscan: revoking the credentials of run {run_id} failed ({exc}); `fleetscan gc` will do it")
         return
@@ -79,118 +77,125 @@ REVOKE_ON_EXIT: dict[str, Any] = {
 }
 
 
-def _global_slot() -> Any:
-    """Honour the server's global concurrency limit when it defines one (a missing limit would only
-    log a warning on every acquisition, so it is looked up once)."""
+def _stop_scans_on_sigterm() -> None:
+    """SIGTERM (a killed CLI, a cancelled flow run) first tells every scan thread to stop, then
+    goes on to Prefect's own handler, so the flow ends within seconds even while a stream is blocked."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        cancel.STOP.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise Interrupted("terminated (SIGTERM)")
+
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _global_slot() -> Callable[[], AbstractContextManager[Any]] | None:
+    """The server's global limit on concurrent container scans, shared by every run. Only "no such
+    limit" means unlimited: a failed lookup is logged and the limit still applies."""
+    logger = get_run_logger()
     try:
         with get_client(sync_client=True) as client:
             client.read_global_concurrency_limit_by_name(GLOBAL_LIMIT)
-    except Exception:
+    except ObjectNotFound:
         return None
+    except Exception as exc:
+        logger.warning(
+            "cannot read the global concurrency limit %s (%s); scans still take its slots", GLOBAL_LIMIT, exc
+        )
     return lambda: concurrency(GLOBAL_LIMIT, occupy=1)
 
 
-def _context(params: ScanParams, run: RunDir, tracker: Tracker) -> ScanContext:
-    rules, _ = rules_for(params)
-    kube = kube_for(params)
-    ctx = ScanContext(
-        params=params,
-        kube=kube,
-        engine=engine_for(params),
-        rules=rules,
-        run=run,
-        ephemeral_supported=ephemeral_containers_supported(kube),
-        on_done=tracker,
-    )
-    slot = _global_slot()
-    if slot is not None:
-        ctx.slot = slot
-    return ctx
+def scan_run(params: ScanParams) -> RunResult:
+    """The one path of every flow."""
+    cancel.STOP.clear()
+    _stop_scans_on_sigterm()
+    if params.share and not params.aggregate and not params.dispatch:
+        # A shard handing over through a share: its local run directory is scratch, gone afterwards.
+        with tempfile.TemporaryDirectory(prefix=f"fleetscan-{params.run_id}-") as scratch:
+            return _scan(params.model_copy(update={"out": scratch}))
+    return _scan(params)
 
 
-def _scan_fleet(params: ScanParams) -> dict[str, Any]:
+def _scan(params: ScanParams) -> RunResult:
     logger = get_run_logger()
     started = now_iso()
-    run = RunDir.open(params)
-    rules_name = rules_for(params)[1]
-    tracker = Tracker(0)
-    ctx = _context(params, run, tracker)
-    found = discover_targets(ctx.kube, selection_for(params))
-    finished = run.finished()
-    for skipped in found.skipped:
-        record = TargetRecord.for_skipped(skipped)
-        if record.key not in finished:
-            run.record(record)
+    setup = prepare(params)
+    run = setup.run
+    plan = plan_task(setup.kube, params.selection())
+    if params.share and not params.aggregate:
+        logger.info("resuming from %d file(s) in %s", download(run, params.share, plan.namespaces), params.share)
+    record_skipped(run, plan)
+    pending = todo(run, plan)
     if params.dispatch:
-        return _dispatch(params, run, found.namespaces, found.targets, started, rules_name)
-    todo = [t for t in found.targets if t.key not in finished]
-    if finished:
-        logger.info("resuming run %s: %d container(s) already done", params.run_id, len(finished))
-    tracker.total = len(todo)
-    by_namespace: dict[str, list[Target]] = defaultdict(list)
-    for target in todo:
-        by_namespace[target.namespace].append(target)
+        return _dispatch(params, run, pending, started, setup.threshold.name)
+    done = len(plan.targets) - sum(len(ts) for ts in pending.values())
+    if done:
+        logger.info("resuming run %s: %d container(s) already done", params.run_id, done)
+    tracker = Tracker(sum(len(ts) for ts in pending.values()))
+    scanner = Scanner(
+        params,
+        setup.kube,
+        setup.engine,
+        setup.threshold,
+        run,
+        setup.access,
+        slot=_global_slot() or contextlib.nullcontext,
+    )
+    scanner.on_done = tracker
     progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
         progress=0.0, key="fleetscan-progress", description=f"run {params.run_id}: containers scanned"
     )
-    futures = {ns: scan_namespace_task.submit(ctx, ns, ts) for ns, ts in by_namespace.items()}
-    pending = set(futures.values())
-    while pending:
-        pending = set(wait(list(pending), timeout=1).not_done)
+    futures = {ns: scan_namespace_task.submit(scanner, ns, ts) for ns, ts in pending.items()}
+    waiting = set(futures.values())
+    while waiting:
+        waiting = set(wait(list(waiting), timeout=1).not_done)
         for record in tracker.drain():
             logger.info("%s: %s (%s) %s", record.key, record.outcome, record.approach or "-", record.reason[:200])
         update_progress_artifact(artifact_id=progress, progress=tracker.percent)
     for ns, future in futures.items():
         try:
             future.result()
-            continue
-        except Exception as exc:  # the namespace task failed for good, after its retries
-            _record_missing(run, by_namespace[ns], params.engine, f"namespace {ns} could not be scanned: {exc}")
+        except (Interrupted, RunDirError):
+            raise
+        except Exception as exc:  # a bug in the namespace step: its containers still get records
+            run.complete(pending[ns], params.engine, f"namespace {ns} could not be scanned: {exc}")
     update_progress_artifact(artifact_id=progress, progress=100.0)
     if not params.aggregate:  # a shard: the parent that dispatched it writes the summary and reports
         if params.share:
             logger.info("handed %d file(s) to %s", upload(run, params.share), params.share)
-        return {"run_id": params.run_id, "out": str(run.path), "containers": tracker.total}
-    return _finish(params, run, started, rules_name)
+        return RunResult(params.run_id, str(run.path), {"targets": tracker.total})
+    return _finish(params, run, started, setup.threshold.name)
 
 
-def _record_missing(run: RunDir, targets: list[Target], engine: str, reason: str) -> None:
-    """Give each container without a record an error record with the reason (finished ones keep theirs)."""
-    recorded = {r.key for r in run.records()}
-    for target in targets:
-        if target.key not in recorded:
-            record = TargetRecord.for_target(target, engine)
-            record.reason = reason
-            run.record(record)
-
-
-def _scan(params: ScanParams) -> dict[str, Any]:
-    if params.share and not params.aggregate and not params.dispatch:
-        # A shard handing over through a share: its local run directory is scratch, gone afterwards.
-        with tempfile.TemporaryDirectory(prefix=f"fleetscan-{params.run_id}-") as scratch:
-            return _scan_fleet(params.model_copy(update={"out": scratch}))
-    return _scan_fleet(params)
-
-
-def _finish(params: ScanParams, run: RunDir, started: str, rules_name: str) -> dict[str, Any]:
-    summary = aggregate_run(run, started, params.profile, rules_name, params.history)
+def _finish(params: ScanParams, run: RunDir, started: str, threshold: str, shard_runs: int = 0) -> RunResult:
+    summary = aggregate_task(run, started, params.profile, threshold, params.history)
     publish_artifacts(summary, run)
-    get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, run.path / "report.html")
-    return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}
+    report = str(run.path / "report.html")
+    get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
+    return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs)
 
 
 def _dispatch(
-    params: ScanParams, run: RunDir, namespaces: list[str], targets: list[Target], started: str, rules_name: str
-) -> dict[str, Any]:
+    params: ScanParams, run: RunDir, pending: dict[str, list[Any]], started: str, threshold: str
+) -> RunResult:
     """Scan shards of namespaces as separate flow runs of `params.dispatch` on its work pool (so N
     workers on N machines share one fleet scan), wait for them, then aggregate what they wrote into
     the shared run directory or handed over through `params.share`."""
     logger = get_run_logger()
+    namespaces = sorted(pending)
     if params.share:
         share_root(params.share, params.run_id)  # an unusable URL fails now, not after every shard ran
-    shards = [namespaces[i : i + params.shard_size] for i in range(0, len(namespaces), params.shard_size)]
+        upload(run, params.share, namespaces)  # what this run already holds: resumed shards skip it
+    groups = shards(namespaces, params.shard_size)
     runs: list[Any] = []  # FlowRuns (run_deployment is sync here)
-    for i, shard in enumerate(shards):
+    for i, shard in enumerate(groups):
         # Without a share, the run directory must be a path every worker sees (shared filesystem).
         out = "" if params.share else str(run.path.resolve())
         child = params.model_copy(update={"namespaces": shard, "dispatch": "", "aggregate": False, "out": out})
@@ -209,8 +214,10 @@ def _dispatch(
         progress=0.0, key="fleetscan-progress", description=f"run {params.run_id}: shards finished"
     )
     reported = -1
+    states: list[Any] = []
     with get_client(sync_client=True) as client:
         while True:
+            cancel.check(f"run {params.run_id}")
             states = [client.read_flow_run(r.id).state for r in runs]
             finished = sum(1 for s in states if s is not None and s.is_final())
             if finished != reported:
@@ -222,12 +229,12 @@ def _dispatch(
             time.sleep(2)
     if params.share:
         logger.info("collected %d file(s) from %s", collect(run, params.share), params.share)
-    for i, (shard, flow_run, state) in enumerate(zip(shards, runs, states, strict=True)):
+    for i, (shard, flow_run, state) in enumerate(zip(groups, runs, states, strict=True)):
         if state is None or not state.is_completed():
             logger.warning("shard %d (%s) ended %s", i, flow_run.name, state.name if state else "unknown")
-            lost = [t for t in targets if t.namespace in shard]
-            _record_missing(run, lost, params.engine, f"shard run {flow_run.name} did not complete")
-    return _finish(params, run, started, rules_name)
+            lost = [t for ns in shard for t in pending[ns]]
+            run.complete(lost, params.engine, f"shard run {flow_run.name} did not complete")
+    return _finish(params, run, started, threshold, len(runs))
 
 
 @flow(
@@ -236,9 +243,9 @@ def _dispatch(
     task_runner=_threads(4),
     **REVOKE_ON_EXIT,
 )
-def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
+def fleet_scan(params: ScanParams = DEFAULTS) -> RunResult:
     """Scan every selected container of the fleet: per namespace credentials, scans, revocation."""
-    return _scan(_resolve(params))
+    return scan_run(_resolve(params))
 
 
 @flow(
@@ -247,50 +254,24 @@ def fleet_scan(params: ScanParams = DEFAULTS) -> dict[str, Any]:
     task_runner=_threads(2),
     **REVOKE_ON_EXIT,
 )
-def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> dict[str, Any]:
+def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> RunResult:
     """Scan one namespace, or (namespace empty) the namespaces of `params`: the shards a fleet scan
     dispatches to workers."""
-    return _scan(_resolve(params.model_copy(update={"namespaces": [namespace]}) if namespace else params))
+    return scan_run(_resolve(params.model_copy(update={"namespaces": [namespace]}) if namespace else params))
 
 
 @flow(
     name="workload-scan",
     flow_run_name="workload-scan-{namespace}-{kind}-{name}",
-    task_runner=_threads(8),
+    task_runner=_threads(2),
     **REVOKE_ON_EXIT,
 )
 def workload_scan(
     namespace: str,
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Pod"],
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"],
     name: str,
     params: ScanParams = DEFAULTS,
-) -> dict[str, Any]:
-    """Scan the containers of one workload, e.g. as soon as it is deployed."""
-    params = _resolve(params.model_copy(update={"namespaces": [namespace]}))
-    logger = get_run_logger()
-    started = now_iso()
-    run = RunDir.open(params)
-    tracker = Tracker(0)
-    ctx = _context(params, run, tracker)
-    found = discover_targets(ctx.kube, selection_for(params))
-    targets = [
-        t
-        for t in found.targets
-        if (t.workload.kind, t.workload.name) == (kind, name) or (kind == "Pod" and t.pod == name)
-    ]
-    if not targets:
-        raise FleetscanError(f"{kind} {namespace}/{name}: no running container found to scan")
-    tracker.total = len(targets)
-    creds = issue_credentials(
-        ctx.kube, namespace, params.run_id, sorted({t.pod for t in targets}), params.token_seconds
-    )
-    try:
-        futures = [scan_target_task.submit(ctx, creds, t) for t in targets]
-        wait(futures)
-    finally:
-        revoke_credentials(creds)
-    for record in tracker.drain():
-        logger.info("%s: %s %s", record.key, record.outcome, record.reason[:200])
-    summary = aggregate_run(run, started, params.profile, rules_for(params)[1], params.history)
-    publish_artifacts(summary, run)
-    return {"run_id": params.run_id, "out": str(run.path), "totals": summary.totals, "exit_code": summary.exit_code}
+) -> RunResult:
+    """Scan the containers of one workload, e.g. as soon as it is deployed: the same path as a fleet
+    scan, with the selection narrowed to the workload's current pods."""
+    return scan_run(_resolve(params.model_copy(update={"namespaces": [namespace], "workload": f"{kind}/{name}"})))

@@ -10,7 +10,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from fleetscan.deploy_events import EVENT
-from fleetscan.pipeline.params import ScanParams
+from fleetscan.settings import ScanParams
 
 from .fleet import fleet_scan, workload_scan
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleetscan import hdf
+from fleetscan.results import hdf
 
 SEVERITY = {"critical": 0.9, "high": 0.7, "medium": 0.5, "low": 0.3}
 

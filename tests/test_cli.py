@@ -30,6 +30,8 @@ def test_rbac_prints_the_manifests_a_run_creates() -> None:
             "verbs": ["get", "create"],
             "resourceNames": ["api-0", "web-1"],
         },
+        # a debug container's readiness is watched, on exactly its pod
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"], "resourceNames": ["api-0"]},
         {
             "apiGroups": [""],
             "resources": ["pods/ephemeralcontainers"],

@@ -20,7 +20,7 @@ import yaml
 
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
-from fleetscan.pipeline.params import ScanParams
+from fleetscan.settings import ScanParams
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -203,10 +203,11 @@ print(json.dumps("ok"))
 """
 
 FLEET_SCAN = """
-import json, sys
+import dataclasses, json, sys
 from flows.fleet import fleet_scan
-from fleetscan.pipeline.params import ScanParams
-print(json.dumps(fleet_scan(ScanParams.model_validate_json(sys.argv[1])), default=str))
+from fleetscan.settings import ScanParams
+result = fleet_scan(ScanParams.model_validate_json(sys.argv[1]))
+print(json.dumps({**dataclasses.asdict(result), "exit_code": result.exit_code}))
 """
 
 

@@ -20,7 +20,7 @@ from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.targets import Target
 
 from .conftest import DATA
-from .kube_helpers import admin_kube
+from .kube_helpers import admin_kube, grants
 
 RECORDED = DATA / "saf" / "hdf" / "good_nginxresults.json.gz"
 
@@ -80,8 +80,9 @@ def auditor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run_scan(emu: Emulator, tmp_path: Path, auditor: Path, **settings: object) -> tuple[dict, Target, Path]:
     kube = admin_kube(emu, tmp_path)
     target = discover(kube, Selection(namespaces=("apps",))).targets[0]
-    with NamespaceCredentials(kube, "apps", "cinc", ["web"]) as creds, creds.kubeconfig() as kubeconfig:
-        doc = CincEngine("/profiles/nginx-baseline", CincSettings(str(auditor), **settings)).scan(kubeconfig, target)  # type: ignore[arg-type]
+    settings.setdefault("extra_env", ("STAND_IN_LOG", "STAND_IN_MODE"))
+    with NamespaceCredentials(kube, "apps", "cinc", grants(["web"])) as creds, creds.kubeconfig() as kubeconfig:
+        doc = CincEngine("/profiles/nginx-baseline", CincSettings(str(auditor), **settings)).audit(kubeconfig, target)  # type: ignore[arg-type]
         used = kubeconfig
     return doc, target, used
 
@@ -119,10 +120,10 @@ def test_contract_timeout(emu: Emulator, tmp_path: Path, auditor: Path, monkeypa
 def test_distroless_targets_need_the_native_engine(tmp_path: Path) -> None:
     target = Target("apps", "api", "app", "gcr.io/distroless/static", workload=None)  # type: ignore[arg-type]
     with pytest.raises(ApproachUnavailable, match=r"only by exec.*native engine"):
-        CincEngine("p").scan(tmp_path / "kc", target, approach="debug")
+        CincEngine("p").audit(tmp_path / "kc", target, approach="debug")
 
 
 def test_missing_auditor_says_how_to_install(tmp_path: Path) -> None:
     target = Target("apps", "web", "nginx", "busybox", workload=None)  # type: ignore[arg-type]
     with pytest.raises(CincError, match="not installed"):
-        CincEngine("p", CincSettings(executable=str(tmp_path / "no-such-auditor"))).scan(tmp_path / "kc", target)
+        CincEngine("p", CincSettings(executable=str(tmp_path / "no-such-auditor"))).audit(tmp_path / "kc", target)

@@ -12,20 +12,24 @@ from typing import Any
 import jsonschema
 import pytest
 
+from fleetscan.access.exec import ExecTransport
+from fleetscan.access.transport import Transport
 from fleetscan.emulator.scenario import parse_scenario
 from fleetscan.emulator.server import Emulator
 from fleetscan.engines.native.engine import NativeEngine
-from fleetscan.engines.native.facts import FileFact, SearchFact, TableFact
 from fleetscan.engines.native.profile import ProfileError, load_profile, parse_profile
+from fleetscan.engines.native.resources.accounts import TableFact
+from fleetscan.engines.native.resources.file import FileFact
+from fleetscan.engines.native.resources.search import SearchFact
 from fleetscan.engines.native.script import build, new_token, split
 from fleetscan.kube.client import Kube
 from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.targets import Target
-from fleetscan.kube.transports import DebugTransport, ExecTransport, SidecarTransport, Transport
-from fleetscan.threshold import evaluate, exec_json_problems
+from fleetscan.results.hdf import exec_json_problems
+from fleetscan.results.threshold import evaluate
 
 from .conftest import DATA
-from .kube_helpers import admin_kube
+from .kube_helpers import admin_kube, open_way_in
 
 PROFILE = load_profile(str(DATA / "profiles" / "all-resources.yml"))
 SCHEMA = json.loads((DATA / "schemas" / "exec-json.json").read_text())
@@ -48,19 +52,11 @@ def targets(kube: Kube) -> dict[str, Target]:
 
 
 def transport(kube: Kube, target: Target, approach: str) -> Transport:
-    if approach == "exec":
-        return ExecTransport(kube, target)
-    if approach == "debug":
-        debug = DebugTransport(kube, target, "fleetscan/debug:1.0")
-        debug.prepare()
-        return debug
-    sidecar = SidecarTransport(kube, target)
-    sidecar.prepare()
-    return sidecar
+    return open_way_in(kube, target, approach)
 
 
 def scan(kube: Kube, target: Target, approach: str = "exec", **kwargs: Any) -> dict[str, Any]:
-    return NativeEngine(PROFILE, **kwargs).scan(transport(kube, target, approach), target).document
+    return NativeEngine(PROFILE, **kwargs).examine(transport(kube, target, approach), target).document
 
 
 def results(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -169,7 +165,7 @@ def test_script_is_posix(tmp_path: Path, shell: str) -> None:
 def test_no_secret_leaves_the_container(kube: Kube, targets: dict[str, Target]) -> None:
     bundled = (
         NativeEngine(load_profile("container-baseline"))
-        .scan(ExecTransport(kube, targets["bad"]), targets["bad"])
+        .examine(ExecTransport(kube, targets["bad"]), targets["bad"])
         .document
     )
     text = json.dumps(scan(kube, targets["bad"])) + json.dumps(bundled)
@@ -180,7 +176,7 @@ def test_no_secret_leaves_the_container(kube: Kube, targets: dict[str, Target]) 
 def test_hdf_is_valid_exec_json(kube: Kube, targets: dict[str, Target]) -> None:
     doc = (
         NativeEngine(load_profile("container-baseline"))
-        .scan(ExecTransport(kube, targets["bad"]), targets["bad"])
+        .examine(ExecTransport(kube, targets["bad"]), targets["bad"])
         .document
     )
     jsonschema.validate(doc, SCHEMA)
@@ -192,8 +188,10 @@ def test_hdf_is_valid_exec_json(kube: Kube, targets: dict[str, Target]) -> None:
 
 def test_batched_needs_one_exec_and_per_check_many(kube: Kube, targets: dict[str, Target]) -> None:
     profile = load_profile("container-baseline")
-    batched = NativeEngine(profile).scan(ExecTransport(kube, targets["bad"]), targets["bad"])
-    per_check = NativeEngine(profile, exec_mode="per-check").scan(ExecTransport(kube, targets["bad"]), targets["bad"])
+    batched = NativeEngine(profile).examine(ExecTransport(kube, targets["bad"]), targets["bad"])
+    per_check = NativeEngine(profile, exec_mode="per-check").examine(
+        ExecTransport(kube, targets["bad"]), targets["bad"]
+    )
     assert batched.stats.exec_calls == 1
     assert per_check.stats.exec_calls >= 10 * batched.stats.exec_calls
     assert statuses(batched.document) == statuses(per_check.document)
@@ -246,7 +244,8 @@ controls:
 def test_bundled_profile_and_thresholds() -> None:
     from importlib import resources
 
-    from fleetscan.threshold import lint, parse_threshold_text
+    from fleetscan.results.lint import lint
+    from fleetscan.results.threshold import parse_threshold_text
 
     profile = load_profile("container-baseline")
     assert len(profile.controls) >= 30

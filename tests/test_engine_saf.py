@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 
 from fleetscan.emulator.server import Emulator
-from fleetscan.engines.native.engine import NativeEngine
-from fleetscan.engines.native.profile import load_profile
-from fleetscan.hdf import write_atomic
-from fleetscan.kube.approach import ApproachSettings, connect, decide, ephemeral_containers_supported
-from fleetscan.kube.discovery import Selection, discover
-from fleetscan.kube.transports import has_shell
-from fleetscan.saf import SafCli
-from fleetscan.threshold import evaluate, load_hdf, load_threshold
+from fleetscan.results.hdf import load_hdf
+from fleetscan.results.saf import SafCli
+from fleetscan.results.threshold import evaluate, load_threshold
+from fleetscan.settings import ScanParams
 
 from .kube_helpers import admin_kube
+from .pipeline_helpers import scan_records
 
 PODS = (
     "web-7d9f-abcde",
@@ -45,19 +42,8 @@ def fleet_hdfs(demo_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
     """One HDF per demo container, each reached by the approach `auto` picks."""
     folder = tmp_path_factory.mktemp("hdf")
     kube = admin_kube(demo_emulator, folder)
-    engine = NativeEngine(load_profile("container-baseline"))
-    settings = ApproachSettings(debug_image="fleetscan/debug:1.0")
-    supported = ephemeral_containers_supported(kube)
-    paths = []
-    for target in discover(kube, Selection()).targets:
-        if target.pod not in PODS:
-            continue
-        decision = decide(target, settings, lambda t=target: has_shell(kube, t), supported)
-        assert decision.approach is not None
-        doc = engine.scan(connect(kube, target, decision.approach, settings), target).document
-        path = folder / f"{target.namespace}_{target.pod}_{target.container}.json"
-        write_atomic(path, doc)
-        paths.append(path)
+    records = scan_records(kube, folder, ScanParams(debug_image="fleetscan/debug:1.0"), list(PODS))
+    paths = [folder / "run" / r.hdf for r in records if r.hdf]
     assert len(paths) == len(PODS)
     return paths
 

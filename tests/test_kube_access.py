@@ -12,21 +12,31 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 
+from fleetscan.access import AccessSettings, chosen
+from fleetscan.access.debug import DebugTransport
+from fleetscan.access.exec import ExecTransport, NoShell
+from fleetscan.access.sidecar import SidecarTransport
 from fleetscan.emulator.scenario import parse_scenario
 from fleetscan.emulator.server import Emulator
-from fleetscan.errors import ApproachUnavailable, BinaryNotFound, ExecTimeout, KubeError, StreamDropped
-from fleetscan.kube.approach import ApproachSettings, connect, decide, ephemeral_containers_supported
+from fleetscan.errors import (
+    ApproachUnavailable,
+    BinaryNotFound,
+    ExecTimeout,
+    Forbidden,
+    KubeError,
+    NotFound,
+    ServerError,
+    StreamDropped,
+)
 from fleetscan.kube.client import Kube
 from fleetscan.kube.credentials import MANAGED_BY, CredentialSettings, NamespaceCredentials, collect_garbage
 from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.execstream import run_in
 from fleetscan.kube.targets import Target
-from fleetscan.kube.transports import DebugTransport, ExecTransport, SidecarTransport, has_shell
 
 from .conftest import DATA, make_kubectl
-from .kube_helpers import admin_kube, read
+from .kube_helpers import admin_kube, grants, open_way_in, read
 
 ALPINE = b'PRETTY_NAME="Alpine Linux v3.20"'
 
@@ -59,7 +69,7 @@ def leftovers(kube: Kube) -> list[str]:
 def test_scan_token_reaches_named_pods_and_nothing_else(access: Emulator, kube: Kube) -> None:
     t = targets(kube)
     handle = access.client()
-    with NamespaceCredentials(kube, "team-a", "run1", ["web-aaaaa", "api-0"], ["api-0"]) as creds:
+    with NamespaceCredentials(kube, "team-a", "run1", grants(["web-aaaaa", "api-0"], ["api-0"])) as creds:
         scan = creds.scan_client()
         user = f"system:serviceaccount:team-a:{creds.name}"
         handle.clear_audit()
@@ -89,29 +99,39 @@ def test_scan_token_reaches_named_pods_and_nothing_else(access: Emulator, kube: 
     assert leftovers(kube) == []
 
 
-def test_all_three_approaches_read_the_target_file(kube: Kube) -> None:
-    t = targets(kube)
-    settings = ApproachSettings(debug_image="fleetscan/debug:1.0")
+def test_all_three_approaches_read_the_target_file(kube: Kube, tmp_path: Path) -> None:
+    """auto through the one scan path: exec where there is a shell, the sidecar where the pod has
+    one, else a debug container; each reads the target's own files."""
+    from fleetscan.settings import ScanParams
+
+    from .pipeline_helpers import scan_records
+
     pods = ["web-aaaaa", "api-0", "api-nonroot", "guarded"]
-    with NamespaceCredentials(kube, "team-a", "run2", pods, ["api-0", "api-nonroot"]) as creds:
+    records = scan_records(kube, tmp_path, ScanParams(namespaces=["team-a"], debug_image="fleetscan/debug:1.0"), pods)
+    assert {r.pod: r.approach for r in records} == {
+        "web-aaaaa": "exec",
+        "api-0": "debug",
+        "api-nonroot": "debug",
+        "guarded": "sidecar",
+    }
+    t = targets(kube)
+    approach = {r.pod: r.approach for r in records}
+    with NamespaceCredentials(kube, "team-a", "run2", grants(pods, ["api-0", "api-nonroot"])) as creds:
         scan = creds.scan_client()
-        supported = ephemeral_containers_supported(kube)
-        chosen = {p: decide(t[p], settings, lambda p=p: has_shell(scan, t[p]), supported).approach for p in pods}
-        assert chosen == {"web-aaaaa": "exec", "api-0": "debug", "api-nonroot": "debug", "guarded": "sidecar"}
-        contents = {p: read(connect(scan, t[p], chosen[p], settings), "/etc/os-release") for p in pods}
+        contents = {p: read(open_way_in(scan, t[p], approach[p]), "/etc/os-release") for p in pods}
     assert ALPINE in contents["web-aaaaa"]
     assert all(b"PRETTY_NAME=Distroless" in contents[p] for p in ("api-0", "api-nonroot", "guarded"))
 
 
 def test_debug_container_matches_a_non_root_target_and_is_reused(kube: Kube) -> None:
     t = targets(kube)["api-nonroot"]
-    with NamespaceCredentials(kube, "team-a", "run3", ["api-nonroot"], ["api-nonroot"]) as creds:
+    with NamespaceCredentials(kube, "team-a", "run3", grants(["api-nonroot"], ["api-nonroot"])) as creds:
         first = DebugTransport(creds.scan_client(), t, "fleetscan/debug:1.0")
         first.prepare()
         assert first.created and read(first, "/app/version") == b"api 1.0\n"
         uid = first.run(["id", "-u"])
         assert uid.stdout == b"65532\n"
-    with NamespaceCredentials(kube, "team-a", "run4", ["api-nonroot"], ["api-nonroot"]) as creds:
+    with NamespaceCredentials(kube, "team-a", "run4", grants(["api-nonroot"], ["api-nonroot"])) as creds:
         again = DebugTransport(creds.scan_client(), t, "fleetscan/debug:1.0")
         again.prepare()
         assert not again.created and read(again, "/app/version") == b"api 1.0\n"
@@ -121,21 +141,22 @@ def test_debug_container_matches_a_non_root_target_and_is_reused(kube: Kube) -> 
 
 def test_forced_approach_that_cannot_work_is_an_error(kube: Kube) -> None:
     t = targets(kube)
-    with NamespaceCredentials(kube, "team-a", "run5", ["api-0", "web-aaaaa"]) as creds:
+    forced, is_forced = chosen(t["api-0"], AccessSettings(approach="exec"))
+    assert [a.name for a in forced] == ["exec"] and is_forced
+    with NamespaceCredentials(kube, "team-a", "run5", grants(["api-0", "web-aaaaa"])) as creds:
         scan = creds.scan_client()
-        decision = decide(t["api-0"], ApproachSettings(approach="exec"), lambda: False, True)
-        assert decision.approach == "exec" and decision.forced
-        with pytest.raises(ApproachUnavailable, match="needs a shell"):
-            connect(scan, t["api-0"], "exec", ApproachSettings())
+        with pytest.raises(NoShell, match="needs a shell"):
+            ExecTransport(scan, t["api-0"]).run(["sh", "-s"], stdin=b"true")
         with pytest.raises(ApproachUnavailable, match="no scanner sidecar"):
             SidecarTransport(scan, t["web-aaaaa"])
-    skip = decide(t["api-0"], ApproachSettings(allow_debug=False), lambda: False, True)
-    assert skip.approach is None and "debug containers are not allowed" in skip.reason
+    debug = next(a for a in chosen(t["api-0"], AccessSettings())[0] if a.name == "debug")
+    reason = debug.unavailable(t["api-0"], AccessSettings(allow_debug=False), forced=False)
+    assert reason is not None and "debug containers are not allowed" in reason
 
 
 def test_token_expiry_mid_namespace_leads_to_a_refresh(access: Emulator, kube: Kube) -> None:
     t = targets(kube)["web-aaaaa"]
-    with NamespaceCredentials(kube, "team-a", "run6", ["web-aaaaa"]) as creds:
+    with NamespaceCredentials(kube, "team-a", "run6", grants(["web-aaaaa"])) as creds:
         transport = ExecTransport(creds.scan_client(), t)
         assert transport.run(["true"]).exit_code == 0
         access.client().advance_clock(901)  # the 900 s token is now expired on the server
@@ -152,7 +173,7 @@ def expiry(kube: Kube, name: str) -> datetime:
 def test_long_namespaces_refresh_before_expiry_and_stay_out_of_gc(kube: Kube) -> None:
     t = targets(kube)["web-aaaaa"]
     eager = CredentialSettings(refresh_after=0.0)  # every use counts as "most of its life is gone"
-    with NamespaceCredentials(kube, "team-a", "long", ["web-aaaaa"], settings=eager) as creds:
+    with NamespaceCredentials(kube, "team-a", "long", grants(["web-aaaaa"]), settings=eager) as creds:
         created = expiry(kube, creds.name)
         time.sleep(1.1)  # the annotation has second precision
         assert ExecTransport(creds.scan_client(), t).run(["true"]).exit_code == 0
@@ -163,7 +184,7 @@ def test_long_namespaces_refresh_before_expiry_and_stay_out_of_gc(kube: Kube) ->
 
 
 def test_cleanup_when_scanning_raises(kube: Kube) -> None:
-    with pytest.raises(RuntimeError, match="boom"), NamespaceCredentials(kube, "team-a", "run7", ["web-aaaaa"]):
+    with pytest.raises(RuntimeError, match="boom"), NamespaceCredentials(kube, "team-a", "run7", grants(["web-aaaaa"])):
         assert leftovers(kube) == ["fleetscan-run7"] * 3
         raise RuntimeError("boom")
     assert leftovers(kube) == []
@@ -171,10 +192,10 @@ def test_cleanup_when_scanning_raises(kube: Kube) -> None:
 
 def test_gc_removes_a_killed_runs_objects(access: Emulator, kube: Kube, tmp_path: Path) -> None:
     expired = NamespaceCredentials(
-        kube, "team-a", "killed", ["web-aaaaa"], settings=CredentialSettings(expiry_grace_seconds=-2000)
+        kube, "team-a", "killed", grants(["web-aaaaa"]), settings=CredentialSettings(expiry_grace_seconds=-2000)
     )
     expired.__enter__()  # never left: the process "died" here
-    live = NamespaceCredentials(kube, "team-b", "running", ["lonely"])
+    live = NamespaceCredentials(kube, "team-b", "running", grants(["lonely"]))
     live.__enter__()
     try:
         kubeconfig = access.write_kubeconfig(tmp_path / "gc.kubeconfig")
@@ -217,21 +238,19 @@ def test_orchestrator_cluster_role_is_enough(access: Emulator, kube: Kube, tmp_p
     orchestrator = admin_kube(access, tmp_path, token)
     found = discover(orchestrator, Selection(namespaces=("team-a",)))
     t = {x.pod: x for x in found.targets}
-    settings = ApproachSettings(debug_image="fleetscan/debug:1.0")
-    with NamespaceCredentials(orchestrator, "team-a", "orch", ["web-aaaaa", "guarded", "api-0"]) as creds:
+    with NamespaceCredentials(orchestrator, "team-a", "orch", grants(["web-aaaaa", "guarded", "api-0"])) as creds:
         scan = creds.scan_client()
-        assert ALPINE in read(connect(scan, t["web-aaaaa"], "exec", settings), "/etc/os-release")
-        assert b"Distroless" in read(connect(scan, t["guarded"], "sidecar", settings), "/etc/os-release")
-        creds.grant_debug(["api-0"])  # learnt while scanning: no shell, no sidecar
-        assert b"Distroless" in read(connect(scan, t["api-0"], "debug", settings), "/etc/os-release")
+        assert ALPINE in read(open_way_in(scan, t["web-aaaaa"], "exec"), "/etc/os-release")
+        assert b"Distroless" in read(open_way_in(scan, t["guarded"], "sidecar"), "/etc/os-release")
+        creds.grant(grants([], ["api-0"]))  # learnt while scanning: no shell, no sidecar
+        assert b"Distroless" in read(open_way_in(scan, t["api-0"], "debug"), "/etc/os-release")
     assert collect_garbage(orchestrator) == []
-    with pytest.raises(ApiException) as err:  # the orchestrator itself cannot read secrets
+    with pytest.raises(Forbidden):  # the orchestrator itself cannot read secrets
         orchestrator.core.list_namespaced_secret("team-a")
-    assert err.value.status == 403
 
 
 def test_scan_kubeconfig_for_external_tools(access: Emulator, kube: Kube, tmp_path: Path) -> None:
-    with NamespaceCredentials(kube, "team-a", "ext", ["web-aaaaa"]) as creds, creds.kubeconfig() as path:
+    with NamespaceCredentials(kube, "team-a", "ext", grants(["web-aaaaa"])) as creds, creds.kubeconfig() as path:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         kubectl = make_kubectl(access, tmp_path)
@@ -249,10 +268,12 @@ def test_exec_details(access: Emulator, kube: Kube) -> None:
     result = exec_t.run(["sh", "-c", "cat; echo err >&2; exit 4"], stdin=b"\x00\x01binary")
     assert (result.exit_code, result.stdout, result.stderr) == (4, b"\x00\x01binary", b"err\n")
     with pytest.raises(BinaryNotFound):
+        ExecTransport(kube, t["api-0"]).run(["ls"])
+    with pytest.raises(NoShell):  # no shell: `auto` moves on to the next way in
         ExecTransport(kube, t["api-0"]).run(["sh"])
-    with pytest.raises(ExecTimeout) as timeout:
+    with pytest.raises(ExecTimeout, match="timed out after 1 s") as timeout:
         exec_t.run(["sleep", "30"], timeout=1)
-    assert timeout.value.retryable
+    assert not timeout.value.retryable  # a container that hangs once hangs again: no retries
     access.client().set_faults(exec_drop_after_bytes=100)
     with pytest.raises(StreamDropped) as dropped:
         exec_t.run(["cat", "/bin/busybox"])
@@ -275,19 +296,17 @@ def test_exec_from_many_threads(kube: Kube) -> None:
 
 
 def test_api_errors_are_classified(access: Emulator, kube: Kube) -> None:
-    from fleetscan.kube.failures import classify
-
+    """Every call of the client is classified once, into typed errors that say what failed."""
     access.client().set_faults(errors=[{"path": "/namespaces/team-a/pods$", "code": 500}])
-    with pytest.raises(ApiException) as failed:  # the client retries 5xx itself, then gives up
+    with pytest.raises(ServerError) as failed:  # tried again by the one retry policy, then given up
         kube.core.list_namespaced_pod("team-a")
     access.client().clear_faults()
-    err = classify(failed.value, 'list pods in namespace "team-a"')
-    assert isinstance(err, KubeError) and err.status == 500 and err.retryable
-    with pytest.raises(ApiException) as missing:
+    assert failed.value.status == 500 and failed.value.retryable
+    assert 'list pod in namespace "team-a": 500' in str(failed.value)
+    with pytest.raises(NotFound) as missing:
         kube.core.read_namespaced_pod("missing", "team-a")
-    err = classify(missing.value, 'read pod "team-a/missing"')
-    assert isinstance(err, KubeError) and err.status == 404 and not err.retryable
-    assert 'read pod "team-a/missing": 404 pods "missing" not found' in str(err)
+    assert missing.value.status == 404 and not missing.value.retryable
+    assert 'read pod "missing" in namespace "team-a": 404 pods "missing" not found' in str(missing.value)
 
 
 def test_throttled_exec_is_retryable(access: Emulator, kube: Kube) -> None:

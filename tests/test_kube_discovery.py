@@ -42,7 +42,10 @@ def test_everything_but_system_and_own_namespaces(access: Emulator, tmp_path: Pa
         "team-b/lonely/helper",
     ]
     skipped = {(s.pod, s.container): s.reason for s in found.skipped}
-    assert skipped == {("ignored", "main"): "pod annotation fleetscan.io/skip=true"}  # broken is not Running
+    assert skipped == {  # broken is not Running; every container of a selected pod is accounted for
+        ("ignored", "main"): "pod annotation fleetscan.io/skip=true",
+        ("guarded", "fleetscan-scanner"): "the pod's scanner sidecar: it scans the other containers",
+    }
 
 
 def test_targets_carry_what_later_steps_need(access: Emulator, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
-from fleetscan.pipeline.params import ScanParams
+from fleetscan.settings import ScanParams
 
 from .kube_helpers import admin_kube
 
@@ -70,10 +70,12 @@ def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
         )
         assert leftovers(emu, tmp_path) == []
         audit = emu.client().audit()
-    assert result["exit_code"] == 1 and result["run_id"] == "demo-test"
+    assert result.exit_code == 1 and result.run_id == "demo-test"
     s = summary_of(out)
     t = by_key(s)
-    assert s["totals"] == {"targets": 25, "passed": 14, "failed": 10, "error": 0, "skipped": 1}
+    # 24 scanned, the maintenance shell skipped by annotation, and the two payments pods' scanner
+    # sidecars accounted for as skipped: every container of a selected pod has a record
+    assert s["totals"] == {"targets": 27, "passed": 14, "failed": 10, "error": 0, "skipped": 3}
     assert {t[k]["approach"] for k in ("shop/web-7d9f-abcde/web", "batch/etl-0/sidecar")} == {"exec"}
     assert t["shop/api-0/api"]["approach"] == "debug"  # distroless: no shell, no sidecar
     assert t["batch/importer/importer"]["approach"] == "debug"  # forced by its annotation
@@ -102,7 +104,7 @@ def test_workload_scan_of_one_deployment(prefect_api: str, tmp_path: Path) -> No
             "shop", "Deployment", "web", ScanParams(kubeconfig=str(kubeconfig), out=str(tmp_path / "w"), run_id="wl")
         )
         assert leftovers(emu, tmp_path) == []
-    assert result["totals"]["targets"] == 3 and result["totals"]["failed"] == 3
+    assert result.totals["targets"] == 3 and result.totals["failed"] == 3
     assert {x["pod"] for x in summary_of(tmp_path / "w")["targets"]} == {
         "web-7d9f-abcde",
         "web-7d9f-fghij",
@@ -131,7 +133,7 @@ def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, 
     with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
         kube = admin_kube(emu, tmp_path)
         role, _ = yaml.safe_load_all(Path("deployments/rbac/orchestrator.yaml").read_text())
-        discovery_only = {"metadata": {"name": "discovery"}, "rules": role["rules"][:4]}
+        discovery_only = {"metadata": {"name": "discovery"}, "rules": role["rules"][:5]}
         kube.rbac.create_cluster_role(role)
         kube.rbac.create_cluster_role(discovery_only)
         token = emu.client().add_user("orchestrator")
@@ -159,7 +161,7 @@ def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, 
         )
         assert leftovers(emu, tmp_path) == []
     t = by_key(summary_of(tmp_path / "r"))
-    assert result["exit_code"] == 2
+    assert result.exit_code == 2
     assert t["refused/x/c"]["outcome"] == "error"
     assert "no scan credentials for namespace 'refused'" in t["refused/x/c"]["reason"]
     assert "403" in t["refused/x/c"]["reason"]
@@ -305,7 +307,7 @@ def test_global_concurrency_limit_is_honoured(prefect_api: str, tmp_path: Path) 
                     kubeconfig=str(kubeconfig), namespaces=["ok"], out=str(tmp_path / "g"), run_id="gcl", concurrency=4
                 )
             )
-        assert result["totals"]["targets"] == 2 and result["totals"]["error"] == 0
+        assert result.totals["targets"] == 2 and result.totals["error"] == 0
         with get_client(sync_client=True) as client:
             limit = client.read_global_concurrency_limit_by_name(GLOBAL_LIMIT)
         assert limit.active_slots == 0  # every slot taken was given back
@@ -331,7 +333,7 @@ def test_namespace_that_keeps_failing_is_recorded_not_lost(prefect_api: str, tmp
         emu.client().clear_faults()
         assert leftovers(emu, tmp_path) == []
     t = by_key(summary_of(tmp_path / "f"))
-    assert result["exit_code"] == 2
+    assert result.exit_code == 2
     assert t["refused/x/c"]["outcome"] == "error" and "503" in t["refused/x/c"]["reason"]
     assert t["refused/x/c"]["reason"].startswith("namespace refused could not be scanned")
     assert t["ok/a/c"]["outcome"] == "passed"

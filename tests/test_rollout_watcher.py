@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client import ApiException
 
 from fleetscan.emulator.server import Emulator
+from fleetscan.errors import Forbidden
 from fleetscan.kube.rollouts import Rollout, RolloutWatcher
 
 from .conftest import DATA
@@ -77,7 +77,7 @@ def test_each_rollout_is_reported_once_with_least_privilege(emu: Emulator, tmp_p
     admin = admin_kube(emu, tmp_path)
     admin.apps.create_namespaced_deployment("alpha", deployment("busybox:1.36"))  # rolled out before: not news
     kube = admin_kube(emu, tmp_path, watcher_identity(emu, tmp_path))
-    with pytest.raises(ApiException) as denied:  # the watcher may not read pods
+    with pytest.raises(Forbidden) as denied:  # the watcher may not read pods
         kube.core.list_namespaced_pod("alpha")
     assert denied.value.status == 403
     seen: list[Rollout] = []

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 from fleetscan.errors import UsageError
-from fleetscan.pipeline.params import ScanParams
-from fleetscan.pipeline.records import TargetRecord
-from fleetscan.pipeline.rundir import RunDir
 from fleetscan.pipeline.share import collect, upload
+from fleetscan.results.records import TargetRecord
+from fleetscan.results.rundir import RunDir
 
 
 def _shard(tmp_path: Path, name: str, pods: list[str]) -> RunDir:
-    run = RunDir.open(ScanParams(out=str(tmp_path / name), run_id="r1"))
+    run = RunDir.open(tmp_path / name, "r1", {}, params={})
     for pod in pods:
         record = TargetRecord("ns1", pod, "app", outcome="passed", compliance=100)
         run.record(record, {"profiles": [], "pod": pod})
@@ -27,7 +26,7 @@ def test_shards_hand_over_through_a_share(tmp_path: Path) -> None:
     assert upload(_shard(tmp_path, "a", ["p1", "p2"]), share) == 4
     assert upload(_shard(tmp_path, "b", ["p3"]), share) == 2
     (tmp_path / "bucket" / "r1" / "records" / "stray.txt").write_text("not a shard file")
-    parent = RunDir.open(ScanParams(out=str(tmp_path / "parent"), run_id="r1"))
+    parent = RunDir.open(tmp_path / "parent", "r1", {}, params={})
     assert collect(parent, share) == 6
     records = {r.pod: r for r in parent.records()}
     assert sorted(records) == ["p1", "p2", "p3"] and records["p3"].compliance == 100
@@ -38,7 +37,7 @@ def test_shards_hand_over_through_a_share(tmp_path: Path) -> None:
 
 
 def test_collect_from_an_empty_share_is_nothing(tmp_path: Path) -> None:
-    parent = RunDir.open(ScanParams(out=str(tmp_path / "parent"), run_id="r1"))
+    parent = RunDir.open(tmp_path / "parent", "r1", {}, params={})
     assert collect(parent, (tmp_path / "none").as_uri()) == 0
 
 

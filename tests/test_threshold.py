@@ -12,8 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetscan.cli import app
-from fleetscan.saf import SafCli
-from fleetscan.threshold import ThresholdError, evaluate, lint, load_hdf, load_threshold, parse_inline
+from fleetscan.results.hdf import load_hdf
+from fleetscan.results.lint import lint
+from fleetscan.results.saf import SafCli
+from fleetscan.results.threshold import ThresholdError, evaluate, load_threshold, parse_inline
 
 SAMPLES = Path(__file__).parent / "data" / "saf"
 ROWS = json.loads((SAMPLES / "expected-threshold-outcomes.json").read_text())

@@ -48,6 +48,13 @@ def parse(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:
     subresource = rest[2] if len(rest) > 2 else ""
     if http_verb == "GET":
         verb = "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
+        if not name and verb in ("list", "watch"):
+            # As the API server does: a list or watch of one object by `fieldSelector=metadata.name=X`
+            # is authorized (and audited) as a request for X, so resourceNames rules can allow it.
+            for term in (query.get("fieldSelector") or "").split(","):
+                key, sep, value = term.partition("=")
+                if sep and key.strip() == "metadata.name" and not key.endswith("!"):
+                    name = value.removeprefix("=").strip()
     elif http_verb == "DELETE":
         verb = "delete" if name else "deletecollection"
     else:

@@ -18,9 +18,12 @@ from typing import Any
 
 from ..errors import ApproachUnavailable, FleetscanError
 from ..kube.targets import Target
-from ..threshold import exec_json_problems
+from ..results.hdf import exec_json_problems
+from . import Access
 
 RESULT_CODES = (0, 100, 101)  # passed, some failed, some skipped: all carry results
+# What the auditor inherits: enough to run, nothing of the orchestrator's own credentials.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "CHEF_LICENSE")
 
 
 class CincError(FleetscanError):
@@ -32,6 +35,7 @@ class CincSettings:
     executable: str = "cinc-auditor"  # or "inspec"
     timeout: float = 1800.0
     extra_args: tuple[str, ...] = ()
+    extra_env: tuple[str, ...] = ()  # names of further environment variables the auditor needs
 
 
 def target_uri(target: Target) -> str:
@@ -39,11 +43,25 @@ def target_uri(target: Target) -> str:
 
 
 class CincEngine:
+    name = "cinc"
+    approaches: tuple[str, ...] = ("exec",)  # train-k8s-container runs `kubectl exec`
+
     def __init__(self, profile: str, settings: CincSettings | None = None) -> None:
         self.profile = profile
         self.settings = settings or CincSettings()
 
-    def scan(self, kubeconfig: Path, target: Target, approach: str = "exec") -> dict[str, Any]:
+    @property
+    def profile_id(self) -> str:
+        return self.profile
+
+    def scan(self, target: Target, access: Access) -> dict[str, Any]:
+        # train-k8s-container needs a shell in the container: an image without one is for the
+        # native engine (the exec transport raises NoShell, so `auto` moves on).
+        access.transport.run(["sh", "-c", "exit 0"], timeout=30)
+        with access.kubeconfig() as kubeconfig:
+            return self.audit(kubeconfig, target, access.transport.approach)
+
+    def audit(self, kubeconfig: Path, target: Target, approach: str = "exec") -> dict[str, Any]:
         if approach != "exec":
             raise ApproachUnavailable(
                 f"{target.key}: the cinc engine reaches containers only by exec (train-k8s-container), and this "
@@ -62,7 +80,8 @@ class CincEngine:
                 "--no-color",
                 *self.settings.extra_args,
             ]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+            passed = (*PASSED_ENV, *self.settings.extra_env)
+            env = {k: v for k, v in os.environ.items() if k in passed}
             env["KUBECONFIG"] = str(kubeconfig)
             try:
                 proc = subprocess.run(

@@ -25,9 +25,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import FleetscanError, KubeError, UsageError
+from ..errors import Conflict, FleetscanError, Forbidden, NotFound, UsageError
 from .client import Kube
-from .failures import classify
 from .names import check_label, check_subdomain
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -62,41 +61,39 @@ def _iso(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def role_rules(exec_pods: list[str], debug_pods: list[str]) -> list[dict[str, Any]]:
-    """Exactly the pods to scan: read them, exec into them, and add debug containers to some."""
-    pods = sorted(set(exec_pods) | set(debug_pods))
-    rules: list[dict[str, Any]] = [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": pods},
-        # WebSocket exec is a GET; Kubernetes 1.35+ also checks create on the upgrade.
-        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"], "resourceNames": list(pods)},
+def merge_rules(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One rule per (apiGroups, resources, verbs), naming the union of the pods of its sources."""
+    merged: dict[tuple[tuple[str, ...], ...], set[str]] = {}
+    for rules in groups:
+        for rule in rules:
+            key = (tuple(rule["apiGroups"]), tuple(rule["resources"]), tuple(rule["verbs"]))
+            merged.setdefault(key, set()).update(rule.get("resourceNames") or [])
+    return [
+        {"apiGroups": list(g), "resources": list(r), "verbs": list(v), "resourceNames": sorted(names)}
+        for (g, r, v), names in merged.items()
     ]
-    if debug_pods:
-        rules.append(
-            {
-                "apiGroups": [""],
-                "resources": ["pods/ephemeralcontainers"],
-                "verbs": ["get", "patch"],
-                "resourceNames": sorted(set(debug_pods)),
-            }
-        )
-    return rules
+
+
+def _check_rules(namespace: str, rules: list[dict[str, Any]]) -> None:
+    pods = [p for rule in rules for p in rule.get("resourceNames") or []]
+    for pod in pods:
+        check_subdomain(pod, "pod")
+    if not pods:
+        raise UsageError(f'namespace "{namespace}": no pods to grant access to')
 
 
 def manifests(
     namespace: str,
     run_id: str,
-    exec_pods: list[str],
-    debug_pods: list[str],
+    rules: list[dict[str, Any]],
     settings: CredentialSettings | None = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """The ServiceAccount, Role and RoleBinding a run creates in one namespace."""
+    """The ServiceAccount, Role and RoleBinding a run creates in one namespace; every rule names
+    exactly the pods it grants (`resourceNames`)."""
     settings = settings or CredentialSettings()
     check_label(namespace, "namespace")
-    for pod in [*exec_pods, *debug_pods]:
-        check_subdomain(pod, "pod")
-    if not exec_pods and not debug_pods:
-        raise UsageError(f'namespace "{namespace}": no pods to grant access to')
+    _check_rules(namespace, rules)
     name = object_name(run_id)
     expires = (now or datetime.now(UTC)) + timedelta(seconds=settings.token_seconds + settings.expiry_grace_seconds)
 
@@ -114,7 +111,7 @@ def manifests(
             "apiVersion": f"{RBAC_GROUP}/v1",
             "kind": "Role",
             "metadata": meta(),
-            "rules": role_rules(exec_pods, debug_pods),
+            "rules": merge_rules(rules),
         },
         {
             "apiVersion": f"{RBAC_GROUP}/v1",
@@ -127,15 +124,17 @@ def manifests(
 
 
 class NamespaceCredentials:
-    """A context manager: objects created on enter, deleted on exit whatever happened inside."""
+    """A context manager: objects created on enter, deleted on exit whatever happened inside.
+
+    `rules` are what the scan token may do at first (usually: exec into the pods to scan); `grant`
+    adds rules later, when a container turns out to need another way in (a debug container)."""
 
     def __init__(
         self,
         kube: Kube,
         namespace: str,
         run_id: str,
-        exec_pods: list[str],
-        debug_pods: list[str] | None = None,
+        rules: list[dict[str, Any]],
         settings: CredentialSettings | None = None,
     ) -> None:
         self.settings = settings or CredentialSettings()
@@ -143,9 +142,8 @@ class NamespaceCredentials:
         self.name = object_name(run_id)
         self._kube = kube
         self._run_id = run_id
-        self._exec_pods = sorted(set(exec_pods))
-        self._debug_pods = sorted(set(debug_pods or []))
-        self._manifests = manifests(namespace, run_id, self._exec_pods, self._debug_pods, self.settings)
+        self._rules = merge_rules(rules)
+        self._manifests = manifests(namespace, run_id, self._rules, self.settings)
         self._token = ""
         self._issued = 0.0
         self._lock = threading.Lock()
@@ -156,10 +154,10 @@ class NamespaceCredentials:
         sa, role, binding = self._manifests
         try:
             self._create(
-                lambda: self._kube.core.create_namespaced_service_account(self.namespace, sa), "serviceaccount"
+                "serviceaccount", lambda: self._kube.core.create_namespaced_service_account(self.namespace, sa)
             )
-            self._create(lambda: self._kube.rbac.create_namespaced_role(self.namespace, role), "role")
-            self._create(lambda: self._kube.rbac.create_namespaced_role_binding(self.namespace, binding), "rolebinding")
+            self._create("role", lambda: self._kube.rbac.create_namespaced_role(self.namespace, role))
+            self._create("rolebinding", lambda: self._kube.rbac.create_namespaced_role_binding(self.namespace, binding))
             self.refresh()
         except BaseException:
             self.revoke()
@@ -169,32 +167,22 @@ class NamespaceCredentials:
     def __exit__(self, *exc: object) -> None:
         self.revoke()
 
-    def _create(self, call: Any, kind: str) -> None:
+    def _create(self, kind: str, call: Callable[[], object]) -> None:
         try:
             call()
-        except Exception as exc:
-            err = classify(exc, f'create {kind} "{self.name}" in namespace "{self.namespace}"')
-            if isinstance(err, KubeError) and err.status == 409:
-                self._adopt(kind)  # left by an interrupted attempt of this same run: take it over
-                return
-            raise err from exc
+        except Conflict:
+            self._adopt(kind)  # left by an interrupted attempt of this same run: take it over
 
     def _adopt(self, kind: str) -> None:
         """Bring an object of this run that already exists to what this attempt wants."""
         sa, role, binding = self._manifests
-        try:
-            if kind == "role":
-                patch = {"rules": role["rules"], "metadata": role["metadata"]}
-                self._kube.rbac.patch_namespaced_role(self.name, self.namespace, patch)
-            elif kind == "serviceaccount":
-                self._kube.core.patch_namespaced_service_account(
-                    self.name, self.namespace, {"metadata": sa["metadata"]}
-                )
-            else:
-                patch = {"metadata": binding["metadata"]}
-                self._kube.rbac.patch_namespaced_role_binding(self.name, self.namespace, patch)
-        except Exception as exc:
-            raise classify(exc, f'take over {kind} "{self.name}" in namespace "{self.namespace}"') from exc
+        if kind == "role":
+            patch = {"rules": role["rules"], "metadata": role["metadata"]}
+            self._kube.rbac.patch_namespaced_role(self.name, self.namespace, patch)
+        elif kind == "serviceaccount":
+            self._kube.core.patch_namespaced_service_account(self.name, self.namespace, {"metadata": sa["metadata"]})
+        else:
+            self._kube.rbac.patch_namespaced_role_binding(self.name, self.namespace, {"metadata": binding["metadata"]})
 
     def revoke(self) -> None:
         """Delete what this run created here; deleting the ServiceAccount also invalidates its tokens."""
@@ -205,27 +193,24 @@ class NamespaceCredentials:
             ("role", self._kube.rbac.delete_namespaced_role),
             ("serviceaccount", self._kube.core.delete_namespaced_service_account),
         )
-        for kind, delete in deleters:
+        for _kind, delete in deleters:
             try:
                 delete(self.name, self.namespace)
-            except Exception as exc:
-                err = classify(exc, f'delete {kind} "{self.name}" in namespace "{self.namespace}"')
-                if not (isinstance(err, KubeError) and err.status == 404):
-                    failures.append(str(err))
+            except NotFound:
+                continue
+            except FleetscanError as exc:
+                failures.append(str(exc))
         if failures:  # the expiry annotation lets `fleetscan gc` finish the job
             log.warning("cleanup incomplete, `fleetscan gc` will retry: %s", "; ".join(failures))
+        self.revoke_failures = failures
 
     # -- token --------------------------------------------------------------------------------------
     def refresh(self) -> str:
         body = {"spec": {"expirationSeconds": self.settings.token_seconds}}
         try:
             tr = self._kube.core.create_namespaced_service_account_token(self.name, self.namespace, body)
-        except Exception as exc:
-            raise classify(
-                exc,
-                f'request a token for serviceaccount "{self.name}" in namespace '
-                f'"{self.namespace}" (the orchestrator needs create on serviceaccounts/token)',
-            ) from exc
+        except Forbidden as exc:
+            raise Forbidden(f"{exc}; the orchestrator needs create on serviceaccounts/token") from exc
         with self._lock:
             self._token = tr.status.token
             self._issued = time.monotonic()
@@ -240,17 +225,9 @@ class NamespaceCredentials:
             seconds=self.settings.token_seconds + self.settings.expiry_grace_seconds
         )
         patch = {"metadata": {"annotations": {EXPIRES: _iso(expires)}}}
-        for kind, call in (
-            ("serviceaccount", self._kube.core.patch_namespaced_service_account),
-            ("role", self._kube.rbac.patch_namespaced_role),
-            ("rolebinding", self._kube.rbac.patch_namespaced_role_binding),
-        ):
-            try:
-                call(self.name, self.namespace, patch)
-            except Exception as exc:
-                raise classify(
-                    exc, f'extend the expiry of {kind} "{self.name}" in namespace "{self.namespace}"'
-                ) from exc
+        self._kube.core.patch_namespaced_service_account(self.name, self.namespace, patch)
+        self._kube.rbac.patch_namespaced_role(self.name, self.namespace, patch)
+        self._kube.rbac.patch_namespaced_role_binding(self.name, self.namespace, patch)
 
     def token(self) -> str:
         """The current token, refreshed first when most of its life is gone."""
@@ -267,19 +244,20 @@ class NamespaceCredentials:
         """A client that authenticates with the narrow token (always the current one)."""
         return self._kube.with_token(self.token, self.refresh)
 
-    def grant_debug(self, pods: list[str]) -> None:
-        """Add pods that need an ephemeral debug container to the Role (found out while scanning)."""
-        wanted = sorted(set(self._debug_pods) | set(pods))
-        if wanted == self._debug_pods:
-            return
-        for pod in pods:
-            check_subdomain(pod, "pod")
-        self._debug_pods = wanted
-        rules = role_rules(self._exec_pods, self._debug_pods)
-        try:
-            self._kube.rbac.patch_namespaced_role(self.name, self.namespace, {"rules": rules})
-        except Exception as exc:
-            raise classify(exc, f'grant debug access in role "{self.name}" in namespace "{self.namespace}"') from exc
+    def grant(self, rules: list[dict[str, Any]]) -> None:
+        """Widen the Role by `rules` (pods found to need another way in while scanning); a no-op when
+        it already grants them."""
+        with self._lock:
+            wanted = merge_rules(self._rules, rules)
+            if wanted == self._rules:
+                return
+            _check_rules(self.namespace, wanted)
+            self._kube.rbac.patch_namespaced_role(self.name, self.namespace, {"rules": wanted})
+            self._rules = wanted
+
+    @property
+    def rules(self) -> list[dict[str, Any]]:
+        return list(self._rules)
 
     @contextlib.contextmanager
     def kubeconfig(self) -> Iterator[Path]:
@@ -315,7 +293,7 @@ class NamespaceCredentials:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _sweep(kube: Kube, selector: str, what: str, doomed: Callable[[str, Any], bool]) -> list[str]:
+def _sweep(kube: Kube, selector: str, doomed: Callable[[str, Any], bool]) -> list[str]:
     """Delete the run objects (bindings first) matching `selector` for which `doomed(kind, obj)`."""
     kinds: tuple[tuple[str, Callable[..., Any], Callable[[str, str], object]], ...] = (
         ("rolebinding", kube.rbac.list_role_binding_for_all_namespaces, kube.rbac.delete_namespaced_role_binding),
@@ -328,20 +306,12 @@ def _sweep(kube: Kube, selector: str, what: str, doomed: Callable[[str, Any], bo
     )
     deleted = []
     for kind, lister, deleter in kinds:
-        try:
-            items = lister(label_selector=selector).items
-        except Exception as exc:
-            raise classify(exc, f"list {kind}s {what}") from exc
-        for obj in items:
+        for obj in kube.list_all(lister, label_selector=selector):
             if not doomed(kind, obj):
                 continue
             name, namespace = obj.metadata.name, obj.metadata.namespace
-            try:
+            with contextlib.suppress(NotFound):
                 deleter(name, namespace)
-            except Exception as exc:
-                err = classify(exc, f'delete {kind} "{name}" in "{namespace}"')
-                if not (isinstance(err, KubeError) and err.status == 404):
-                    raise err from exc
             deleted.append(f"{kind}/{namespace}/{name}")
     return deleted
 
@@ -364,10 +334,10 @@ def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
             )
             return False
 
-    return _sweep(kube, f"{MANAGED_BY}=fleetscan", "managed by fleetscan", expired)
+    return _sweep(kube, f"{MANAGED_BY}=fleetscan", expired)
 
 
 def revoke_run(kube: Kube, run_id: str) -> list[str]:
     """Delete every object a run created, in every namespace (after a crash or cancellation)."""
     selector = f"{MANAGED_BY}=fleetscan,{RUN_ID}={check_label(run_id, 'run id')}"
-    return _sweep(kube, selector, f"of run {run_id}", lambda kind, obj: True)
+    return _sweep(kube, selector, lambda kind, obj: True)

@@ -1,7 +1,9 @@
 """Find the containers to scan: namespaces, Running pods, their containers and owning workloads.
 
-API calls per namespace do not grow with its pods: one LIST of pods, plus one LIST of ReplicaSets
-and one of Jobs when some pod is owned by one (to name the Deployment or CronJob above it).
+API calls per namespace do not grow with its pods: one paginated LIST of pods, plus one LIST of
+ReplicaSets and one of Jobs when some pod is owned by one (to name the Deployment or CronJob above
+it). A workload selection reads that one workload first, so a scan right after a deploy sees exactly
+its current pods.
 """
 
 from __future__ import annotations
@@ -12,30 +14,45 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import FleetscanError, UsageError
+from ..errors import NotFound, UsageError
 from .client import Kube
-from .failures import classify
-from .names import check_label
+from .names import check_label, check_subdomain
 from .targets import DEFAULT_SIDECAR, SIDECAR, SKIP, SecurityFacts, Skipped, Target, Workload
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXCLUDES = ("kube-system", "kube-public", "kube-node-lease")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "Pod")
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def workload_ref(text: str) -> tuple[str, str]:
+    """'deployment/web' (kind case-insensitive) -> ('Deployment', 'web')."""
+    kind, sep, name = text.partition("/")
+    canonical = {k.lower(): k for k in WORKLOAD_KINDS}.get(kind.strip().lower())
+    if not sep or canonical is None or not name:
+        raise UsageError(f"workload {text!r}: write KIND/NAME with KIND one of {', '.join(WORKLOAD_KINDS)}")
+    return canonical, check_subdomain(name.strip(), f"{canonical} name")
 
 
 @dataclass(frozen=True)
 class Selection:
+    """What a run scans, however it started (CLI, schedule, UI, deploy event, shard, resume)."""
+
     namespaces: tuple[str, ...] = ()  # names or globs; empty means every namespace
     namespace_selector: str = ""  # label selector on namespaces
     exclude: tuple[str, ...] = DEFAULT_EXCLUDES  # names or globs
     own_namespace: str | None = None  # where fleetscan runs: never scanned
     pod_selector: str = ""
     one_per_workload: bool = False
+    workload: tuple[str, str] | None = None  # (kind, name) in the one namespace named
 
     def __post_init__(self) -> None:
         for pattern in (*self.namespaces, *self.exclude):
             if not any(c in pattern for c in "*?["):
                 check_label(pattern, "namespace")
+        if self.workload is not None and (len(self.namespaces) != 1 or any(c in self.namespaces[0] for c in "*?[")):
+            raise UsageError("a workload scan names exactly one namespace (--namespaces NS), without globs")
 
 
 @dataclass
@@ -51,12 +68,9 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def select_namespaces(kube: Kube, selection: Selection) -> tuple[list[str], list[str]]:
-    """(namespaces to scan, explicitly named namespaces that do not exist) with one LIST call."""
-    try:
-        listed = kube.core.list_namespace(label_selector=selection.namespace_selector or None)
-    except Exception as exc:
-        raise classify(exc, "list namespaces") from exc
-    names = sorted(ns.metadata.name for ns in listed.items)
+    """(namespaces to scan, explicitly named namespaces that do not exist)."""
+    listed = kube.list_all(kube.core.list_namespace, label_selector=selection.namespace_selector or None)
+    names = sorted(ns.metadata.name for ns in listed)
     chosen = [n for n in names if not selection.namespaces or _matches(n, selection.namespaces)]
     excluded = set(selection.exclude) | ({selection.own_namespace} if selection.own_namespace else set())
     chosen = [n for n in chosen if not _matches(n, excluded)]
@@ -79,18 +93,16 @@ class _Owners:
     def __init__(self, kube: Kube, namespace: str) -> None:
         self._kube = kube
         self._ns = namespace
-        self._cache: dict[str, dict[str, tuple[str, str] | None]] = {}
+        self._cache: dict[str, list[Any]] = {}
 
-    def _parents(self, kind: str) -> dict[str, tuple[str, str] | None]:
+    def objects(self, kind: str) -> list[Any]:
         if kind not in self._cache:
-            try:
-                if kind == "ReplicaSet":
-                    items = self._kube.apps.list_namespaced_replica_set(self._ns).items
-                else:
-                    items = self._kube.batch.list_namespaced_job(self._ns).items
-            except Exception as exc:
-                raise classify(exc, f'list {kind.lower()}s in namespace "{self._ns}"') from exc
-            self._cache[kind] = {o.metadata.name: _owner(o.metadata) for o in items}
+            lister = (
+                self._kube.apps.list_namespaced_replica_set
+                if kind == "ReplicaSet"
+                else self._kube.batch.list_namespaced_job
+            )
+            self._cache[kind] = self._kube.list_all(lister, self._ns)
         return self._cache[kind]
 
     def workload(self, pod: Any) -> Workload:
@@ -99,10 +111,19 @@ class _Owners:
             return Workload("Pod", pod.metadata.name)
         kind, name = owner
         if kind in ("ReplicaSet", "Job"):
-            parent = self._parents(kind).get(name)
+            parents = {o.metadata.name: _owner(o.metadata) for o in self.objects(kind)}
+            parent = parents.get(name)
             if parent is not None:
                 return Workload(*parent)
         return Workload(kind, name)
+
+    def current_replica_set(self, deployment: str) -> str | None:
+        """The newest ReplicaSet of a Deployment: the pods a rollout has just made."""
+        owned = [rs for rs in self.objects("ReplicaSet") if _owner(rs.metadata) == ("Deployment", deployment)]
+        if not owned:
+            return None
+        newest = max(owned, key=lambda rs: int((rs.metadata.annotations or {}).get(REVISION, "0") or 0))
+        return str(newest.metadata.name)
 
 
 def _revision(labels: dict[str, str]) -> str:
@@ -119,8 +140,14 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
     targets: list[Target] = []
     skipped: list[Skipped] = []
     for ctr in spec.containers:
-        if ctr.name == sidecar_name:
-            continue  # the scanner is never a target itself
+        if ctr.name == sidecar_name:  # the scanner is never a target itself, and says so
+            why = (
+                "the pod's scanner sidecar: it scans the other containers"
+                if sidecar
+                else f"named as the pod's scanner ({SIDECAR}) but the pod does not share its process namespace"
+            )
+            skipped.append(Skipped(meta.namespace, meta.name, ctr.name, why))
+            continue
         if annotations.get(SKIP, "").strip().lower() == "true":
             skipped.append(Skipped(meta.namespace, meta.name, ctr.name, f"pod annotation {SKIP}=true"))
             continue
@@ -141,6 +168,7 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
                 sidecar=sidecar,
                 ephemeral_containers=tuple(e.name for e in spec.ephemeral_containers or []),
                 host_path_volumes=tuple(v.host_path.path for v in spec.volumes or [] if v.host_path),
+                node=str(spec.node_name or ""),
             )
         )
     return targets, skipped
@@ -164,21 +192,57 @@ def _one_per_workload(targets: list[Target]) -> list[Target]:
     return sorted(kept, key=lambda t: (t.namespace, t.pod, t.container))
 
 
+def _read_workload(kube: Kube, namespace: str, kind: str, name: str) -> Any:
+    readers = {
+        "Deployment": kube.apps.read_namespaced_deployment,
+        "StatefulSet": kube.apps.read_namespaced_stateful_set,
+        "DaemonSet": kube.apps.read_namespaced_daemon_set,
+        "Job": kube.batch.read_namespaced_job,
+        "Pod": kube.core.read_namespaced_pod,
+    }
+    try:
+        return readers[kind](name, namespace)
+    except NotFound as exc:
+        raise NotFound(f'{kind} "{namespace}/{name}" does not exist: nothing to scan') from exc
+
+
+def _of_workload(kube: Kube, owners: _Owners, pods: list[Any], kind: str, name: str, obj: Any) -> list[Any]:
+    """The workload's current pods: not terminating, and of its newest revision."""
+    if kind == "Pod":
+        return [p for p in pods if p.metadata.name == name]
+    mine = [p for p in pods if owners.workload(p) == Workload(kind, name) and not p.metadata.deletion_timestamp]
+    if kind == "Deployment":
+        current = owners.current_replica_set(name)
+        return [p for p in mine if current is None or _owner(p.metadata) == ("ReplicaSet", current)]
+    if kind == "StatefulSet":
+        update = getattr(obj.status, "update_revision", None) if obj.status else None
+        return [p for p in mine if (p.metadata.labels or {}).get("controller-revision-hash", update) == update]
+    return mine
+
+
 def discover(kube: Kube, selection: Selection) -> Discovery:
-    namespaces, missing = select_namespaces(kube, selection)
+    if selection.workload is not None:
+        kind, name = selection.workload
+        namespace = selection.namespaces[0]
+        workload = _read_workload(kube, namespace, kind, name)
+        namespaces, missing = [namespace], list[str]()
+    else:
+        namespaces, missing = select_namespaces(kube, selection)
     result = Discovery(namespaces=namespaces, missing_namespaces=missing)
     for ns in namespaces:
         try:
-            pods = kube.core.list_namespaced_pod(
-                ns, label_selector=selection.pod_selector or None, field_selector="status.phase=Running"
-            ).items
-        except Exception as exc:
-            err = classify(exc, f'list pods in namespace "{ns}"')
-            if isinstance(err, FleetscanError) and getattr(err, "status", 0) == 404:
-                result.missing_namespaces.append(ns)  # deleted since the namespace list
-                continue
-            raise err from exc
+            pods = kube.list_all(
+                kube.core.list_namespaced_pod,
+                ns,
+                label_selector=selection.pod_selector or None,
+                field_selector="status.phase=Running",
+            )
+        except NotFound:
+            result.missing_namespaces.append(ns)  # deleted since the namespace list
+            continue
         owners = _Owners(kube, ns)
+        if selection.workload is not None:
+            pods = _of_workload(kube, owners, pods, *selection.workload, workload)
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             targets, skipped = _targets_of(pod, owners.workload(pod))
             result.targets.extend(targets)

@@ -1,21 +1,34 @@
-"""One command in one container over the exec WebSocket, with the status parsed from channel 3 here."""
+"""One command in one container over the exec WebSocket, bounded in time and bytes.
+
+The official client's WSClient is used for the handshake only: its `update()` keeps reading while
+frames arrive (a flooding container never lets it return, so no deadline is ever checked) and it
+keeps a copy of everything received. Frames are read here instead, one at a time, with the deadline,
+the byte cap and the stop signal checked after each.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.stream import stream
-from websocket import WebSocketConnectionClosedException, WebSocketException
+from websocket import ABNF, WebSocketConnectionClosedException, WebSocketException, WebSocketTimeoutException
 
-from ..errors import BinaryNotFound, ExecTimeout, StreamDropped, TransportError
+from .. import cancel
+from ..errors import BinaryNotFound, ExecTimeout, OutputLimitExceeded, StreamDropped, TransportError
 from .client import Kube
-from .failures import classify
+from .errors import classify
 
 STDOUT, STDERR, STATUS = 1, 2, 3
+CLOSE_CHANNEL = 255
 STDIN_CHUNK = 1 << 20
+DEFAULT_EXEC_TIMEOUT = 60.0
+DEFAULT_MAX_OUTPUT = 1 << 20  # bytes of stdout and stderr together
+MAX_STDERR_KEPT = 64 << 10  # stderr counts toward the cap, but only its start is kept
+POLL_SECONDS = 1.0  # how often a quiet stream checks its deadline and the stop signal
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,7 @@ def parse_status(raw: bytes, argv: list[str], where: str) -> int:
     message = str(status.get("message", "")).strip()
     if "executable file not found" in message or "no such file or directory" in message:
         raise BinaryNotFound(f"{where}: {argv[0]!r} does not exist in the container")
-    raise TransportError(f"{where}: the container runtime failed to run {argv[0]!r}: {message or status}")
+    raise TransportError(f"{where}: the container runtime failed to run {argv[0]!r}: {message[:300] or status}")
 
 
 def run_in(
@@ -51,10 +64,33 @@ def run_in(
     argv: list[str],
     *,
     stdin: bytes | None = None,
-    timeout: float = 60.0,
+    timeout: float = DEFAULT_EXEC_TIMEOUT,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    on_retry: Callable[[int], None] | None = None,
 ) -> ExecResult:
-    """Run argv to completion (or `timeout` seconds, enforced on the stream itself)."""
+    """Run argv to completion within `timeout` seconds and `max_output` bytes of output; a refused
+    handshake (429, 5xx) or a dropped stream is tried again by the client's retry policy, a
+    timeout or a flood is not (a container that hangs or floods once does so again)."""
     where = f'exec in pod "{namespace}/{pod}" container "{container}"'
+
+    def once() -> ExecResult:
+        return _run_once(kube, namespace, pod, container, argv, stdin, timeout, max_output, where)
+
+    return kube.settings.retry.run(lambda: kube.reauthenticating(once), what=where, on_retry=on_retry)
+
+
+def _run_once(
+    kube: Kube,
+    namespace: str,
+    pod: str,
+    container: str,
+    argv: list[str],
+    stdin: bytes | None,
+    timeout: float,
+    max_output: int,
+    where: str,
+) -> ExecResult:
+    cancel.check(where)
     kube.limiter.acquire()
     deadline = time.monotonic() + timeout
     try:
@@ -70,32 +106,53 @@ def run_in(
             tty=False,
             _preload_content=False,
             binary=True,
-            _request_timeout=timeout,
+            _request_timeout=min(timeout, kube.settings.request_timeout),
         )
     except Exception as exc:
         raise classify(exc, where) from exc
     out, err, status = bytearray(), bytearray(), bytearray()
-
-    def drain() -> None:
-        out.extend(ws.read_channel(STDOUT) or b"")
-        err.extend(ws.read_channel(STDERR) or b"")
-        status.extend(ws.read_channel(STATUS) or b"")
-
+    received = 0
+    sock = ws.sock
     try:
         if stdin is not None:
             for start in range(0, len(stdin), STDIN_CHUNK):
                 ws.write_stdin(stdin[start : start + STDIN_CHUNK])
             ws.close_channel(0)
-        while ws.is_open():
+        while True:
+            cancel.check(where)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ExecTimeout(f"{where}: {argv[0]!r} did not finish within {timeout:.0f} s")
-            ws.update(timeout=min(remaining, 1.0))
-            drain()
-        drain()
-    except WebSocketConnectionClosedException:
-        drain()
+                raise ExecTimeout(f"{where}: {argv[0]!r} timed out after {timeout:.0f} s")
+            sock.settimeout(min(remaining, POLL_SECONDS))
+            try:
+                opcode, frame = sock.recv_data_frame(True)
+            except WebSocketTimeoutException:
+                continue
+            except WebSocketConnectionClosedException:
+                break
+            if opcode == ABNF.OPCODE_CLOSE:
+                break
+            if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
+                continue
+            data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
+            channel, payload = data[0], data[1:]
+            if channel == STDOUT:
+                out += payload
+            elif channel == STDERR:
+                err += payload[: max(0, MAX_STDERR_KEPT - len(err))]
+            elif channel == STATUS:
+                status += payload[:4096]
+                continue
+            else:
+                continue  # v5 channel close, resize: nothing to keep
+            received += len(payload)
+            if received > max_output:
+                raise OutputLimitExceeded(
+                    f"{where}: output limit exceeded ({received} bytes, the most a scan can send is {max_output})"
+                )
     except WebSocketException as exc:
+        raise StreamDropped(f"{where}: the exec stream broke: {exc}") from exc
+    except OSError as exc:
         raise StreamDropped(f"{where}: the exec stream broke: {exc}") from exc
     finally:
         ws.close()

@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from ..errors import FleetscanError, Gone
 from .client import Kube
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,10 @@ class RolloutWatcher:
             self._on_rollout(Rollout(meta.namespace, kind, meta.name, meta.generation or 0, images))
 
     def _list(self, kind: str, lister: Callable[..., Any], *, report: bool) -> str:
-        listing = lister()
-        for obj in listing.items:
+        items, version = self._kube.list_versioned(lister)
+        for obj in items:
             self._consider(kind, obj, report=report)
-        return str(listing.metadata.resource_version)
+        return version
 
     def watch_kind(self, kind: str, *, ready: threading.Event | None = None) -> None:
         lister = self._listers()[kind]
@@ -110,12 +111,13 @@ class RolloutWatcher:
                         self._consider(kind, obj, report=True)
                     if self.stop.is_set():
                         return
-            except ApiException as exc:
-                if exc.status == 410:  # history compacted: list again, report what completed meanwhile
+            except (ApiException, FleetscanError) as exc:
+                if isinstance(exc, Gone) or getattr(exc, "status", 0) == 410:
+                    # history compacted: list again, report what completed meanwhile
                     log.info("%s watch expired; listing again", kind)
                     version = self._list(kind, lister, report=True)
                 else:
-                    log.warning("%s watch failed (%s); retrying", kind, exc.status)
+                    log.warning("%s watch failed (%s); retrying", kind, exc)
                     self.stop.wait(2)
 
     def run(self) -> None:

@@ -10,7 +10,6 @@ APPROACH = "fleetscan.io/approach"
 PROFILE = "fleetscan.io/profile"
 SIDECAR = "fleetscan.io/sidecar"
 DEFAULT_SIDECAR = "fleetscan-scanner"
-APPROACHES = ("auto", "exec", "debug", "sidecar")
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,7 @@ class Target:
     ephemeral_containers: tuple[str, ...] = ()
     host_path_volumes: tuple[str, ...] = ()
     represents: tuple[str, ...] = ()  # other pods of the same workload revision (--one-per-workload)
+    node: str = ""  # spec.nodeName: scans per node are bounded
 
     @property
     def key(self) -> str:
@@ -75,8 +75,8 @@ class Target:
 
     @property
     def forced_approach(self) -> str:
-        value = self.annotations.get(APPROACH, "auto").strip().lower()
-        return value if value in APPROACHES else "auto"
+        """The pod's `fleetscan.io/approach` annotation, or auto."""
+        return self.annotations.get(APPROACH, "auto").strip().lower() or "auto"
 
     @property
     def profile(self) -> str | None:

@@ -1,21 +1,36 @@
-"""Roll a run up: summary.json, results.csv (one row per container and control), report.md and a
-plain self-contained report.html."""
+"""Roll a run up once: its tables are built from the run directory in one pass over the records and
+HDF files, and feed summary.json, results.csv, report.md, report.html, the console table and the
+Prefect artifacts, so every one of them ranks namespaces and controls the same way."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-from collections import Counter, defaultdict
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..hdf import write_atomic
-from ..threshold import CountedControl, counted_controls
-from .records import OUTCOMES, TargetRecord
-from .rundir import RunDir
+from ..results.files import write_json_atomic, write_text_atomic
+from ..results.records import exit_code, totals
+from ..results.rundir import RunDir
+
+CSV_COLUMNS = [
+    "namespace",
+    "pod",
+    "container",
+    "image",
+    "workload",
+    "approach",
+    "control",
+    "title",
+    "severity",
+    "impact",
+    "status",
+    "message",
+]
+WORST_SHOWN = 10
 
 
 @dataclass
@@ -27,8 +42,9 @@ class RunSummary:
     threshold: str
     totals: dict[str, int]
     targets: list[dict[str, Any]]
-    namespaces: list[dict[str, Any]] = field(default_factory=list)
-    worst_controls: list[dict[str, Any]] = field(default_factory=list)
+    fleet_compliance: float | None = None
+    namespaces: list[dict[str, Any]] = field(default_factory=list)  # worst first
+    worst_controls: list[dict[str, Any]] = field(default_factory=list)  # most severe failures first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +54,7 @@ class RunSummary:
             "profile": self.profile,
             "threshold": self.threshold,
             "totals": self.totals,
+            "fleet_compliance": self.fleet_compliance,
             "namespaces": self.namespaces,
             "worst_controls": self.worst_controls,
             "targets": self.targets,
@@ -45,109 +62,57 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 all met their threshold, 1 some failed it, 2 some could not be scanned."""
-        if self.totals.get("error"):
-            return 2
-        return 1 if self.totals.get("failed") else 0
+        return exit_code(self.totals)
 
 
-def _controls(run: RunDir, record: TargetRecord) -> tuple[list[CountedControl], dict[str, dict[str, Any]]]:
-    path = run.hdf_path(record)
-    if path is None or not path.exists():
-        return [], {}
-    doc = json.loads(path.read_text())
-    raw = {c["id"]: c for c in doc["profiles"][0]["controls"]}
-    return counted_controls(doc), raw
+def _plain(value: Any) -> Any:
+    """numpy scalars and NaN as JSON-friendly values."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _rows(df: Any, columns: list[str], rename: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    rename = rename or {}
+    return [
+        {rename.get(c, c): _plain(v) for c, v in zip(columns, row, strict=True)}
+        for row in df[columns].itertuples(index=False)
+    ]
 
 
 def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, history: Path | None = None) -> RunSummary:
+    from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
+    from ..report.build import build_reports
+    from ..report.frames import from_targets
+
     records = sorted(run.records(), key=lambda r: r.key)
-    totals: dict[str, int] = {"targets": len(records), **dict.fromkeys(OUTCOMES, 0)}
-    per_ns: dict[str, Counter[str]] = defaultdict(Counter)
-    failing: Counter[str] = Counter()
-    titles: dict[str, tuple[str, str]] = {}
-    rows: list[dict[str, Any]] = []
-    for r in records:
-        totals[r.outcome] += 1
-        per_ns[r.namespace][r.outcome] += 1
-        controls, raw = _controls(run, r)
-        for c in controls:
-            meta = raw.get(c.id, {})
-            titles.setdefault(c.id, (str(meta.get("title", "")), c.severity))
-            if c.status == "failed":
-                failing[c.id] += 1
-            rows.append(
-                {
-                    "namespace": r.namespace,
-                    "pod": r.pod,
-                    "container": r.container,
-                    "image": r.image,
-                    "workload": f"{r.workload_kind}/{r.workload_name}",
-                    "approach": r.approach,
-                    "control": c.id,
-                    "title": meta.get("title", ""),
-                    "severity": c.severity,
-                    "impact": meta.get("impact", ""),
-                    "status": c.status,
-                    "message": next(
-                        (
-                            x.get("message") or x.get("skip_message")
-                            for x in meta.get("results", [])
-                            if x.get("status") != "passed"
-                        ),
-                        "",
-                    )
-                    or "",
-                }
-            )
-    run_dir = run.path
-    with io.StringIO() as buf:
-        fields = [
-            "namespace",
-            "pod",
-            "container",
-            "image",
-            "workload",
-            "approach",
-            "control",
-            "title",
-            "severity",
-            "impact",
-            "status",
-            "message",
-        ]
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        _write_text(run_dir / "results.csv", buf.getvalue())
-    namespaces: list[dict[str, Any]] = [
-        {"namespace": ns, "targets": sum(c.values()), **{o: c.get(o, 0) for o in OUTCOMES}}
-        for ns, c in sorted(per_ns.items())
-    ]
-    namespaces.sort(key=lambda n: (-(n["failed"] + n["error"]), n["namespace"]))
-    worst = [
-        {"control": cid, "title": titles[cid][0], "severity": titles[cid][1], "failing_containers": n}
-        for cid, n in failing.most_common(10)
-    ]
+    finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    targets = [r.to_dict() for r in records]
+    frames = from_targets(run.path, run.run_id, finished_at, targets)
+    analysis = analyse(frames)
     summary = RunSummary(
         run.run_id,
         started_at,
-        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        finished_at,
         profile,
         threshold,
-        totals,
-        [r.to_dict() for r in records],
-        namespaces,
-        worst,
+        totals(records),
+        targets,
+        analysis.fleet_compliance,
+        _rows(analysis.by_namespace, ["namespace", "containers", "passed", "failed", "error", "skipped", "compliance"]),
+        _rows(
+            analysis.top_controls.head(WORST_SHOWN),
+            ["control", "title", "severity", "failing", "score"],
+            {"failing": "failing_containers"},
+        ),
     )
-    write_atomic(run_dir / "summary.json", summary.to_dict())
-    from ..report.build import build_reports  # pandas: imported when a run ends, not at start
-
-    build_reports(run_dir, history)
+    write_json_atomic(run.path / "summary.json", summary.to_dict())
+    with io.StringIO() as buf:
+        writer = csv.writer(buf)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(frames.controls[CSV_COLUMNS].astype(object).itertuples(index=False))
+        write_text_atomic(run.path / "results.csv", buf.getvalue())
+    build_reports(run.path, history, frames=frames, analysis=analysis)
     return summary
-
-
-def _write_text(path: Any, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

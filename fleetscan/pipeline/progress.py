@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .records import TargetRecord
+from ..results.records import TargetRecord
 
 Listener = Callable[[TargetRecord], None]
 _listeners: list[Listener] = []

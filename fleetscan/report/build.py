@@ -1,4 +1,4 @@
-"""Build a run's reports (and record it in the history) from its run directory."""
+"""Build a run's reports (and record it in the history) from its tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..results.files import write_text_atomic
 from .analysis import Analysis, analyse
 from .frames import RunFrames, load_run
 from .history import Changes, changes, default_history, record_run, trends
@@ -21,24 +22,28 @@ class Report:
     markdown: Path
 
 
-def build_reports(run_dir: Path, history: Path | None = None, *, record: bool = True) -> Report:
+def build_reports(
+    run_dir: Path,
+    history: Path | None = None,
+    *,
+    record: bool = True,
+    frames: RunFrames | None = None,
+    analysis: Analysis | None = None,
+) -> Report:
+    """report.html and report.md; the tables are read from the run directory unless the caller
+    (the run's one aggregation) already has them."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    frames = load_run(run_dir)
-    analysis = analyse(frames)
+    frames = frames if frames is not None else load_run(run_dir)
+    analysis = analysis if analysis is not None else analyse(frames)
     history = history or default_history(run_dir)
     if record:
         record_run(history, frames, analysis)
     diff = changes(history, frames)
     profile, threshold = summary.get("profile", ""), summary.get("threshold", "")
     html_path, md_path = run_dir / "report.html", run_dir / "report.md"
-    for path, text in (
-        (
-            html_path,
-            report_html(frames, analysis, profile=profile, threshold=threshold, trends=trends(history), changes=diff),
-        ),
-        (md_path, report_markdown(frames, analysis, profile=profile, threshold=threshold, changes=diff)),
-    ):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    trend = trends(history)
+    write_text_atomic(
+        html_path, report_html(frames, analysis, profile=profile, threshold=threshold, trends=trend, changes=diff)
+    )
+    write_text_atomic(md_path, report_markdown(frames, analysis, profile=profile, threshold=threshold, changes=diff))
     return Report(frames, analysis, diff, html_path, md_path)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..threshold import counted_controls
+from ..results.hdf import counted_controls
 
 CONTAINER_COLUMNS = [
     "namespace",
@@ -36,11 +36,13 @@ CONTROL_COLUMNS = [
     "container",
     "image",
     "workload",
+    "approach",
     "control",
     "title",
     "severity",
     "impact",
     "status",
+    "message",
 ]
 CATEGORIES = [
     "namespace",
@@ -71,6 +73,14 @@ def _categorize(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _message(control: dict[str, Any]) -> str:
+    """What a person reads first: the first result that did not pass."""
+    for result in control.get("results") or []:
+        if result.get("status") != "passed":
+            return str(result.get("message") or result.get("skip_message") or "")
+    return ""
+
+
 def _control_rows(path: Path, target: dict[str, Any], workload: str) -> dict[str, list[Any]]:
     doc = json.loads(path.read_text())
     raw = {c["id"]: c for c in doc["profiles"][0]["controls"]}
@@ -83,19 +93,26 @@ def _control_rows(path: Path, target: dict[str, Any], workload: str) -> dict[str
             ("container", target["container"]),
             ("image", target.get("image", "")),
             ("workload", workload),
+            ("approach", target.get("approach", "")),
             ("control", c.id),
             ("title", meta.get("title") or c.id),
             ("severity", c.severity),
             ("impact", float(meta.get("impact", 0.0))),
             ("status", c.status),
+            ("message", _message(meta)),
         ):
             columns[key].append(value)
     return columns
 
 
 def load_run(run_dir: Path) -> RunFrames:
+    """The tables of a finished run, from its summary.json and HDF files (`fleetscan report`)."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    targets = summary["targets"]
+    return from_targets(run_dir, summary["run_id"], summary.get("finished_at", ""), summary["targets"])
+
+
+def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: list[dict[str, Any]]) -> RunFrames:
+    """The run's two tables, reading each container's HDF once."""
     rows = []
     control_columns: dict[str, list[Any]] = {c: [] for c in CONTROL_COLUMNS}
     for t in targets:
@@ -106,4 +123,4 @@ def load_run(run_dir: Path) -> RunFrames:
                 control_columns[key].extend(values)
     containers = _categorize(pd.DataFrame(rows, columns=CONTAINER_COLUMNS))
     controls = _categorize(pd.DataFrame(control_columns, columns=CONTROL_COLUMNS))
-    return RunFrames(summary["run_id"], summary.get("finished_at", ""), containers, controls)
+    return RunFrames(run_id, finished_at, containers, controls)

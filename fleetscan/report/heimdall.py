@@ -16,23 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..tools import HEIMDALL_HINT, tools_dir
 
-_PROJECT_TOOLS = Path(__file__).resolve().parents[2] / ".tools"
 PREDEFINED = "/dynamic/predefinedload.json"
 
 
 def find_dist() -> Path:
-    """$FLEETSCAN_HEIMDALL_DIST, or the copy that came with the SAF CLI in .tools/."""
+    """$FLEETSCAN_HEIMDALL_DIST, or the copy that came with the SAF CLI in the tools folder."""
+    tools = tools_dir()
     for candidate in (
         os.environ.get("FLEETSCAN_HEIMDALL_DIST"),
-        _PROJECT_TOOLS / "saf" / "node_modules" / "@mitre" / "heimdall-lite" / "dist",
+        tools / "saf" / "node_modules" / "@mitre" / "heimdall-lite" / "dist" if tools else None,
     ):
         if candidate and (Path(candidate) / "index.html").is_file():
             return Path(candidate)
-    raise UsageError(
-        "Heimdall Lite is not installed: run `make setup` (it comes with the SAF CLI), or unpack "
-        "`npm pack @mitre/heimdall-lite@2.12.6` and set FLEETSCAN_HEIMDALL_DIST to its dist/ folder"
-    )
+    raise UsageError(HEIMDALL_HINT)
 
 
 def predefined_load(run_dir: Path) -> list[dict[str, str]]:

@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ... import hdf
+from ...access.transport import Transport
 from ...errors import FleetscanError
 from ...kube.targets import Target
-from ...kube.transports import Transport
+from ...results import hdf
+from .. import Access
 from . import script
-from .checks import Outcome, evaluate
-from .facts import Fact, OsReleaseFact, facts_for, parse_os_release
-from .profile import Check, Profile
+from .facts import Fact
+from .profile import Profile
+from .resources import REGISTRY, Check, Env, Outcome
+from .resources.os_release import OsReleaseFact, parse_os_release
 
 
 @dataclass
@@ -37,7 +39,7 @@ class NativeScan:
 def _facts_of(checks: list[Check]) -> list[Fact]:
     facts: dict[str, Fact] = {}
     for check in checks:
-        for fact in facts_for(check.resource, check.target, check.expect):
+        for fact in REGISTRY[check.resource].facts(check):
             facts.setdefault(fact.key(), fact)
     return list(facts.values())
 
@@ -47,6 +49,9 @@ def _lookup(sections: dict[str, script.Section]) -> Callable[[Fact], script.Sect
 
 
 class NativeEngine:
+    name = "native"
+    approaches: tuple[str, ...] = ("exec", "sidecar", "debug")
+
     def __init__(
         self,
         profile: Profile,
@@ -62,6 +67,13 @@ class NativeEngine:
         self.timeout = script_timeout
         self.inputs = {**profile.inputs, **(inputs or {})}
 
+    @property
+    def profile_id(self) -> str:
+        return f"{self.profile.name} {self.profile.version} sha256:{self.profile.sha256[:16]}"
+
+    def scan(self, target: Target, access: Access) -> dict[str, Any]:
+        return self.examine(access.transport, target, failures_as_results=False).document
+
     def _gather(self, transport: Transport, facts: list[Fact], stats: ScanStats) -> dict[str, script.Section]:
         if not facts:
             return {}
@@ -74,11 +86,11 @@ class NativeEngine:
         sections = script.mark_truncation(script.split(result.stdout, token, len(facts)), facts)
         return {facts[i].key(): s for i, s in sections.items()}
 
-    def scan(
+    def examine(
         self, transport: Transport, target: Target | None = None, *, failures_as_results: bool = True
     ) -> NativeScan:
         """Scan one container. When it cannot be examined at all, every control gets an `error`
-        result (`failures_as_results`), or the error is raised for the caller to retry."""
+        result (`failures_as_results`), or the error is raised for the caller."""
         stats = ScanStats()
         started_at, started = hdf.now_iso(), time.monotonic()
         active = [c for c in self.profile.controls if not c.only_if or self.inputs.get(c.only_if)]
@@ -110,7 +122,8 @@ class NativeEngine:
                 outcomes = [Outcome("error", control.title, f"the container could not be examined: {failure}")]
             else:
                 for check in control.checks:
-                    outcomes += evaluate(check, _lookup(per_check.get(id(check), gathered)), transport.root, target)
+                    env = Env(_lookup(per_check.get(id(check), gathered)), transport.root, target)
+                    outcomes += REGISTRY[check.resource].evaluate(check, env)
             controls.append(
                 hdf.Control(
                     id=control.id,

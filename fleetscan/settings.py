@@ -1,4 +1,6 @@
-"""One parameter model for every flow: the CLI builds it, and the Prefect UI renders it as a form."""
+"""The one source of a run's settings and their defaults: the CLI derives its options from these
+fields (names, defaults, help, limits and choices), the Prefect UI renders them as a form, and the
+deployments, schedules, deploy events and shards all pass them on."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..kube.names import check_label
+from .access import DEFAULT_DEBUG_IMAGE
+from .kube.client import DEFAULT_BURST, DEFAULT_QPS, DEFAULT_REQUEST_TIMEOUT
+from .kube.discovery import DEFAULT_EXCLUDES, Selection, workload_ref
+from .kube.names import check_label
+from .retry import DEFAULT_RETRIES
 
 
 def new_run_id() -> str:
@@ -24,28 +30,37 @@ class ScanParams(BaseModel):
     namespaces: list[str] = Field(default_factory=list, description="Names or globs; empty: every namespace")
     namespace_selector: str = Field("", description="Label selector on namespaces")
     exclude_namespaces: list[str] = Field(
-        default_factory=lambda: ["kube-system", "kube-public", "kube-node-lease"],
-        description="Names or globs never scanned",
+        default_factory=lambda: list(DEFAULT_EXCLUDES), description="Names or globs never scanned"
     )
     own_namespace: str | None = Field(None, description="fleetscan's own namespace (never scanned)")
     selector: str = Field("", description="Label selector on pods")
+    workload: str = Field(
+        "",
+        description="Scan one workload, KIND/NAME (Deployment, StatefulSet, DaemonSet, Job or Pod), in the "
+        "one namespace named",
+    )
+    one_per_workload: bool = Field(False, description="Scan one pod per workload revision (replicas are alike)")
     profile: str = Field("container-baseline", description="Bundled profile name or a profile file")
     inputs: dict[str, bool | int | str] = Field(
         default_factory=dict, description="Profile inputs, e.g. production: true"
     )
     threshold: str | None = Field(None, description="SAF threshold file; empty: the bundled default.yml")
-    approach: Literal["auto", "exec", "debug", "sidecar"] = "auto"
+    approach: Literal["auto", "exec", "debug", "sidecar"] = Field("auto", description="How to get into containers")
     allow_debug: bool = Field(True, description="May auto fall back to ephemeral debug containers?")
-    debug_image: str = Field("busybox:1.36", description="Image of the ephemeral debug container")
-    engine: Literal["native", "cinc"] = "native"
+    debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")
+    engine: Literal["native", "cinc"] = Field("native", description="fleetscan's engine, or CINC Auditor")
     concurrency: int = Field(16, ge=1, le=512, description="Containers scanned at once in the whole run")
-    one_per_workload: bool = Field(False, description="Scan one pod per workload revision")
     out: str = Field("", description="Run directory; empty: runs/<run id>")
     history: str = Field("", description="Trend history folder; empty: .fleetscan-history beside the run directory")
     run_id: str = Field("", description="Reuse one to resume an interrupted run; empty: a new id")
-    token_seconds: int = Field(900, ge=600, description="Lifetime of the scan token")
+    token_seconds: int = Field(900, ge=600, description="Lifetime of the scan token, in seconds")
     scan_timeout: float = Field(300.0, gt=0, description="Seconds one container's scan may take")
-    retries: int = Field(2, ge=0, le=10, description="Retries per container for retryable errors")
+    retries: int = Field(
+        DEFAULT_RETRIES, ge=0, le=10, description="Retries of an API call or exec that failed retryably"
+    )
+    request_timeout: float = Field(DEFAULT_REQUEST_TIMEOUT, gt=0, description="Seconds one API request may take")
+    qps: float = Field(DEFAULT_QPS, gt=0, description="Client-side API request rate limit (requests per second)")
+    burst: int = Field(DEFAULT_BURST, ge=1, description="Requests allowed at once above the rate limit")
     dispatch: str = Field(
         "",
         description="Deployment ('flow/deployment') that scans shards of namespaces on a "
@@ -58,8 +73,6 @@ class ScanParams(BaseModel):
         "results back when workers share no filesystem; empty: shards write into the run directory",
     )
     aggregate: bool = Field(True, description="Write summary and reports at the end (shards leave it to the parent)")
-    qps: float = Field(50.0, gt=0, description="Client-side API request rate limit")
-    burst: int = Field(100, ge=1)
 
     @field_validator("run_id")
     @classmethod
@@ -70,7 +83,27 @@ class ScanParams(BaseModel):
                 raise ValueError("run id: at most 40 characters")
         return value
 
+    @field_validator("workload")
+    @classmethod
+    def _valid_workload(cls, value: str) -> str:
+        if value:
+            kind, name = workload_ref(value)
+            return f"{kind}/{name}"
+        return value
+
     def resolved(self) -> ScanParams:
         """A copy with the run id and output folder filled in."""
         run_id = self.run_id or new_run_id()
         return self.model_copy(update={"run_id": run_id, "out": self.out or f"runs/{run_id}"})
+
+    def selection(self) -> Selection:
+        """What this run scans: every way a scan starts goes through here."""
+        return Selection(
+            namespaces=tuple(self.namespaces),
+            namespace_selector=self.namespace_selector,
+            exclude=tuple(self.exclude_namespaces),
+            own_namespace=self.own_namespace,
+            pod_selector=self.selector,
+            one_per_workload=self.one_per_workload,
+            workload=workload_ref(self.workload) if self.workload else None,
+        )

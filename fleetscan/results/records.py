@@ -1,13 +1,18 @@
-"""What a run keeps per container: the outcome record behind summary.json."""
+"""What a run keeps per container: the outcome record behind summary.json, and the exit code the
+records imply."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..kube.targets import Skipped, Target
 
-OUTCOMES = ("passed", "failed", "error", "skipped")
+Outcome = Literal["passed", "failed", "error", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
 @dataclass
@@ -20,7 +25,7 @@ class TargetRecord:
     workload_name: str = ""
     approach: str = ""
     engine: str = ""
-    outcome: str = "error"  # passed | failed | error | skipped
+    outcome: Outcome = "error"
     compliance: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     reason: str = ""
@@ -29,6 +34,7 @@ class TargetRecord:
     duration_s: float = 0.0
     attempts: int = 0
     represents: list[str] = field(default_factory=list)
+    node: str = ""
 
     @property
     def key(self) -> str:
@@ -39,8 +45,11 @@ class TargetRecord:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TargetRecord:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        known = set(cls.__dataclass_fields__)
+        record = cls(**{k: v for k, v in raw.items() if k in known})
+        if record.outcome not in OUTCOMES:
+            raise ValueError(f"record {record.key}: unknown outcome {record.outcome!r}")
+        return record
 
     @classmethod
     def for_target(cls, target: Target, engine: str) -> TargetRecord:
@@ -53,8 +62,24 @@ class TargetRecord:
             target.workload.name,
             engine=engine,
             represents=list(target.represents),
+            node=target.node,
         )
 
     @classmethod
     def for_skipped(cls, skipped: Skipped) -> TargetRecord:
         return cls(skipped.namespace, skipped.pod, skipped.container, outcome="skipped", reason=skipped.reason)
+
+
+def totals(records: Iterable[TargetRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {"targets": 0, **dict.fromkeys(OUTCOMES, 0)}
+    for record in records:
+        counts["targets"] += 1
+        counts[record.outcome] += 1
+    return counts
+
+
+def exit_code(counts: dict[str, int]) -> int:
+    """2 if any container could not be scanned, else 1 if any failed its threshold, else 0."""
+    if counts.get("error"):
+        return EXIT_ERROR
+    return EXIT_FAILED if counts.get("failed") else EXIT_PASSED

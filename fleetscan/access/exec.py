@@ -1,0 +1,56 @@
+"""exec: the commands run in the target container itself, which needs a shell for the scan script.
+
+No probe: the scan's own exec tells whether `sh` exists, so an image with a shell costs one exec."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ApproachUnavailable, BinaryNotFound
+from ..kube.client import Kube
+from ..kube.execstream import DEFAULT_EXEC_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecResult
+from ..kube.targets import Target
+from . import AccessSettings
+from .transport import ContainerRunner, Transport, exec_rules
+
+SHELLS = ("sh", "/bin/sh")
+
+
+class NoShell(ApproachUnavailable):
+    """The container has no shell (distroless, scratch): `auto` tries the next approach."""
+
+
+class ExecTransport(ContainerRunner):
+    approach = "exec"
+
+    def __init__(self, kube: Kube, target: Target) -> None:
+        super().__init__(kube, target.namespace, target.pod, target.container)
+        self.key = target.key
+
+    def run(
+        self,
+        argv: list[str],
+        stdin: bytes | None = None,
+        timeout: float = DEFAULT_EXEC_TIMEOUT,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> ExecResult:
+        try:
+            return super().run(argv, stdin, timeout, max_output)
+        except BinaryNotFound as exc:
+            if argv[0] in SHELLS:
+                raise NoShell(f"{self.key}: exec needs a shell in the container, and it has none") from exc
+            raise
+
+
+class ExecApproach:
+    name = "exec"
+
+    def rules(self, pods: Sequence[str]) -> list[dict[str, Any]]:
+        return exec_rules(list(pods))
+
+    def unavailable(self, target: Target, settings: AccessSettings, *, forced: bool) -> str | None:
+        return None
+
+    def open(self, kube: Kube, target: Target, settings: AccessSettings) -> Transport:
+        return ExecTransport(kube, target)

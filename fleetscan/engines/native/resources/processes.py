@@ -1,0 +1,104 @@
+"""processes: what runs in the target container (same mount namespace as its main process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..facts import Fact
+from . import Check, Env, Missing, Outcome, Resource, listing, not_gathered, ok
+
+
+@dataclass(frozen=True)
+class ProcessesFact(Fact):
+    """Processes of the target container: same mount namespace as the process whose root is $R."""
+
+    def key(self) -> str:
+        return "processes"
+
+    def script(self) -> str:
+        return r"""case "$R" in /proc/*/root) ref="${R%/root}/ns/mnt";; *) ref=/proc/self/ns/mnt;; esac
+want=$(readlink "$ref" 2>/dev/null) || { echo X; exit 0; }
+echo "OK $$"
+for d in /proc/[0-9]*; do
+  [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$want" ] || continue
+  s=$(awk '/^PPid:/{pp=$2} /^Uid:/{u=$2} END{print pp " " u}' "$d/status" 2>/dev/null) || continue
+  printf '%s %s ' "${d#/proc/}" "$s"; tr '\0' ' ' < "$d/cmdline" 2>/dev/null; echo
+done"""
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    uid: int
+    cmdline: str
+
+    @property
+    def name(self) -> str:
+        first = self.cmdline.split(" ", 1)[0]
+        return first.rsplit("/", 1)[-1]
+
+
+def parse_processes(payload: bytes) -> list[Process] | None:
+    text = payload.decode(errors="replace")
+    first, _, rest = text.partition("\n")
+    if not first.startswith("OK"):
+        return None
+    me = int(first.split()[1]) if len(first.split()) > 1 else -1
+    procs = []
+    for line in rest.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) >= 3 and all(p.isdigit() for p in parts[:3]):
+            command = (parts[3] if len(parts) > 3 else "").strip()
+            procs.append(Process(int(parts[0]), int(parts[1]), int(parts[2]), command))
+    # drop the script itself and what it started (exec approach: it runs inside the target)
+    ours = {me}
+    changed = True
+    while changed:
+        changed = False
+        for p in procs:
+            if p.ppid in ours and p.pid not in ours:
+                ours.add(p.pid)
+                changed = True
+    return [p for p in procs if p.pid not in ours]
+
+
+class ProcessesResource(Resource):
+    name = "processes"
+
+    def facts(self, check: Check) -> list[Fact]:
+        return [ProcessesFact()]
+
+    def state(self, check: Check, env: Env) -> Any:
+        section = env.section(ProcessesFact())
+        if section is None:
+            return Missing([not_gathered("processes are examined", "processes")])
+        procs = parse_processes(section.payload)
+        if procs is None:
+            why = "/proc cannot be read where the scan runs"
+            return Missing([Outcome("skipped", "processes are examined", why, "processes")])
+        return procs
+
+    def expect_not_root(self, procs: list[Process], want: Any, check: Check) -> Outcome:
+        root = [f"{p.name} ({p.pid})" for p in procs if p.uid == 0]
+        return ok(
+            not root or not want,
+            "no process is expected to run as root",
+            f"running as root: {listing(root)}",
+            "processes",
+        )
+
+    def expect_absent(self, procs: list[Process], want: Any, check: Check) -> Outcome:
+        found = [f"{p.name} ({p.pid})" for p in procs if p.name in want]
+        return ok(
+            not found,
+            f"processes {listing(list(want))} are expected not to run",
+            f"running: {listing(found)}",
+            "processes",
+        )
+
+    def expect_max(self, procs: list[Process], want: Any, check: Check) -> Outcome:
+        return ok(
+            len(procs) <= int(want), f"at most {want} processes are expected", f"{len(procs)} are running", "processes"
+        )

@@ -1,0 +1,131 @@
+"""A run from its settings: every input checked before any cluster call, the run directory opened
+(or resumed, if it scans the same thing), and the typed result every flow returns."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import engines
+from ..access import AccessSettings
+from ..engines import Engine
+from ..kube.client import ClientSettings, Kube, connect
+from ..kube.credentials import revoke_run
+from ..kube.discovery import Discovery
+from ..kube.pods import ephemeral_containers_supported
+from ..kube.targets import Target
+from ..results.records import TargetRecord, exit_code
+from ..results.rundir import RunDir
+from ..results.threshold import Threshold, load_run_threshold
+from ..retry import RetryPolicy
+from ..settings import ScanParams
+
+
+@dataclass
+class RunResult:
+    """What every flow returns and the CLI prints: the outcome counts decide the exit code."""
+
+    run_id: str
+    out: str
+    totals: dict[str, int] = field(default_factory=dict)
+    report: str = ""  # report.html, when the run was aggregated
+    shards: int = 0  # dispatched shard runs, when the run dispatched
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.totals)
+
+
+def check_inputs(params: ScanParams) -> tuple[Engine, Threshold]:
+    """The engine (its profile and inputs parsed) and the threshold: bad ones raise UsageError or
+    ThresholdError, before any cluster call."""
+    params.selection()  # names and globs are valid
+    return engines.build(params), load_run_threshold(params.threshold)
+
+
+def client_for(params: ScanParams) -> Kube:
+    settings = ClientSettings(
+        qps=params.qps,
+        burst=params.burst,
+        request_timeout=params.request_timeout,
+        retry=RetryPolicy(retries=params.retries),
+    )
+    return connect(params.kubeconfig, params.context, settings)
+
+
+def identity(params: ScanParams, engine: Engine, threshold: Threshold) -> dict[str, Any]:
+    """What a run scans and how it judges: a resume must match it."""
+    return {
+        "profile": engine.profile_id,
+        "threshold": f"{threshold.name} sha256:{threshold.sha256[:16]}",
+        "engine": params.engine,
+        "inputs": dict(sorted(params.inputs.items())),
+        "approach": params.approach,
+        "namespaces": sorted(params.namespaces),
+        "namespace_selector": params.namespace_selector,
+        "exclude_namespaces": sorted(params.exclude_namespaces),
+        "selector": params.selector,
+        "workload": params.workload,
+        "one_per_workload": params.one_per_workload,
+    }
+
+
+@dataclass
+class RunSetup:
+    params: ScanParams
+    kube: Kube
+    engine: Engine
+    threshold: Threshold
+    run: RunDir
+    access: AccessSettings
+
+
+def prepare(params: ScanParams) -> RunSetup:
+    """Inputs checked, the run directory opened, then the first cluster call."""
+    engine, threshold = check_inputs(params)
+    kube = client_for(params)
+    run = RunDir.open(
+        Path(params.out),
+        params.run_id,
+        identity(params, engine, threshold),
+        params=params.model_dump(mode="json"),
+        shard=not params.aggregate,
+    )
+    access = AccessSettings(
+        approach=params.approach,
+        allow_debug=params.allow_debug,
+        debug_image=params.debug_image,
+        ephemeral_supported=ephemeral_containers_supported(kube),
+    )
+    return RunSetup(params, kube, engine, threshold, run, access)
+
+
+def record_skipped(run: RunDir, plan: Discovery) -> None:
+    """The containers discovery decided not to scan get their `skipped` record (once)."""
+    finished = run.finished()
+    for skipped in plan.skipped:
+        record = TargetRecord.for_skipped(skipped)
+        if record.key not in finished:
+            run.record(record)
+
+
+def todo(run: RunDir, plan: Discovery) -> dict[str, list[Target]]:
+    """The targets still to scan (a resumed run skips what finished), by namespace."""
+    finished = run.finished()
+    by_namespace: dict[str, list[Target]] = defaultdict(list)
+    for target in plan.targets:
+        if target.key not in finished:
+            by_namespace[target.namespace].append(target)
+    return dict(by_namespace)
+
+
+def shards(namespaces: list[str], size: int) -> list[list[str]]:
+    return [namespaces[i : i + size] for i in range(0, len(namespaces), size)]
+
+
+def revoke_leftovers(params: ScanParams, run_id: str) -> list[str]:
+    """Delete whatever credentials run `run_id` still holds, in every namespace (after a failure,
+    a crash or a cancellation)."""
+    return revoke_run(client_for(params), run_id)

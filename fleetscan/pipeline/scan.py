@@ -1,0 +1,158 @@
+"""The one scan path: per namespace its credentials once, then per container the ways in tried in
+order, the engine, the threshold and one record written the moment it is known. Every container
+handed in ends with exactly one record, whatever fails, and the credentials are revoked in every
+case."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import cancel
+from ..access import AccessSettings, chosen
+from ..access.transport import Transport
+from ..engines import Engine
+from ..errors import ApproachUnavailable, FleetscanError, Interrupted, RunDirError
+from ..kube.client import Kube
+from ..kube.credentials import CredentialSettings, NamespaceCredentials, merge_rules
+from ..kube.targets import Target
+from ..results.records import TargetRecord
+from ..results.rundir import RunDir
+from ..results.threshold import Threshold
+from ..settings import ScanParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Access:
+    """An opened way in, and the run's narrow credentials for tools that need a kubeconfig."""
+
+    transport: Transport
+    creds: NamespaceCredentials
+
+    def kubeconfig(self) -> AbstractContextManager[Path]:
+        return self.creds.kubeconfig()
+
+
+@dataclass
+class Scanner:
+    """What every container scan of one run shares."""
+
+    params: ScanParams
+    kube: Kube  # the orchestrator's identity: creates credentials, never execs
+    engine: Engine
+    threshold: Threshold
+    run: RunDir
+    access: AccessSettings
+    # A Prefect global concurrency slot per container scan when the server defines the limit.
+    slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+    on_done: Callable[[TargetRecord], None] = lambda record: None
+    _run_slots: threading.BoundedSemaphore = field(init=False)
+    _abort: threading.Event = field(init=False, default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._run_slots = threading.BoundedSemaphore(self.params.concurrency)
+
+    # -- one namespace ------------------------------------------------------------------------------
+    def scan_namespace(self, namespace: str, targets: list[Target]) -> list[TargetRecord]:
+        """Scan `targets` (all in `namespace`); every target ends with a record."""
+        if not targets:
+            return []
+        started = time.monotonic()
+        first = merge_rules(*(chosen(t, self.access)[0][0].rules([t.pod]) for t in targets))
+        settings = CredentialSettings(token_seconds=self.params.token_seconds)
+        creds = NamespaceCredentials(self.kube, namespace, self.params.run_id, first, settings)
+        try:
+            creds.__enter__()
+        except Interrupted:
+            raise
+        except FleetscanError as exc:
+            reason = (
+                f"namespace {namespace} could not be scanned (no scan credentials for namespace {namespace!r}: {exc})"
+            )
+            return [self._error(TargetRecord.for_target(t, self.engine.name), reason, started) for t in targets]
+        try:
+            kube = creds.scan_client()
+            workers = max(1, min(self.params.concurrency, len(targets)))
+            with ThreadPoolExecutor(workers, thread_name_prefix=f"scan-{namespace}") as pool:
+                jobs = [pool.submit(self.scan_target, creds, kube, t) for t in targets]
+                try:
+                    return [job.result() for job in jobs]
+                except BaseException:
+                    self._abort.set()  # the run directory failed or the run stops: start nothing more
+                    raise
+        finally:
+            creds.revoke()
+
+    # -- one container ------------------------------------------------------------------------------
+    def scan_target(self, creds: NamespaceCredentials, kube: Kube, target: Target) -> TargetRecord:
+        record = TargetRecord.for_target(target, self.engine.name)
+        with self._run_slots, self.slot():
+            if self._abort.is_set():
+                raise Interrupted(f"{target.key}: not scanned, the run is stopping")
+            cancel.check(target.key)
+            started = time.monotonic()
+            try:
+                return self._scan(creds, kube, target, record, started)
+            except (Interrupted, RunDirError):
+                raise
+            except FleetscanError as exc:
+                return self._error(record, str(exc), started)
+            except Exception as exc:  # a bug must not cost the container its record
+                log.exception("%s: unexpected failure", target.key)
+                return self._error(record, f"unexpected {type(exc).__name__}: {exc}", started)
+
+    def _scan(
+        self, creds: NamespaceCredentials, kube: Kube, target: Target, record: TargetRecord, started: float
+    ) -> TargetRecord:
+        candidates, forced = chosen(target, self.access)
+        reasons: list[str] = []
+        for approach in candidates:
+            why = approach.unavailable(target, self.access, forced=forced)
+            if why is None and approach.name not in self.engine.approaches:
+                why = f"the {self.engine.name} engine cannot work through it"
+            if why is not None:
+                reasons.append(f"{approach.name}: {why}")
+                continue
+            record.approach = approach.name
+            transport: Transport | None = None
+            try:
+                creds.grant(approach.rules([target.pod]))
+                transport = approach.open(kube, target, self.access)
+                doc = self.engine.scan(target, _Access(transport, creds))
+            except ApproachUnavailable as exc:
+                reasons.append(f"{approach.name}: {exc}")
+                continue
+            finally:
+                if transport is not None:  # exec requests sent, and tries of the scan (1 + its retries)
+                    record.exec_calls += transport.exec_calls + transport.retried
+                    record.attempts = max(record.attempts, 1) + transport.retried
+            verdict = self.threshold.evaluate(doc)
+            record.outcome = "passed" if verdict.passed else "failed"
+            record.compliance = verdict.counts.compliance
+            record.counts = verdict.counts.overall
+            record.reason = "" if verdict.passed else verdict.message
+            return self._finish(record, started, doc)
+        record.approach = ""
+        record.outcome = "error" if forced else "skipped"
+        record.reason = "; ".join(reasons) or "no way into the container"
+        return self._finish(record, started)
+
+    def _error(self, record: TargetRecord, reason: str, started: float) -> TargetRecord:
+        record.outcome, record.reason = "error", reason
+        return self._finish(record, started)
+
+    def _finish(self, record: TargetRecord, started: float, doc: dict[str, Any] | None = None) -> TargetRecord:
+        record.duration_s = round(time.monotonic() - started, 3)
+        self.run.record(record, doc)
+        self.on_done(record)
+        return record

@@ -1,0 +1,44 @@
+"""Writing run files so that a reader never sees a partial one and a crash never leaves one: a
+temporary file in the same folder, then a rename. A full or read-only disk is a RunDirError that
+names the file, so the run stops with a clear message and what was written before stays."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunDirError
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise RunDirError(f"cannot write {path}: {_why(exc)}") from exc
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    write_bytes_atomic(path, json.dumps(doc, indent=1).encode())
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{exc.strerror} (the folder is not writable)"
+    return exc.strerror or str(exc)

@@ -1,0 +1,40 @@
+"""The one scan path without Prefect: a Scanner over an emulator, for tests of what it decides."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from fleetscan.access import AccessSettings
+from fleetscan.kube.client import Kube
+from fleetscan.kube.discovery import discover
+from fleetscan.kube.pods import ephemeral_containers_supported
+from fleetscan.kube.targets import Target
+from fleetscan.pipeline.run import check_inputs, identity
+from fleetscan.pipeline.scan import Scanner
+from fleetscan.results.records import TargetRecord
+from fleetscan.results.rundir import RunDir
+from fleetscan.settings import ScanParams
+
+
+def scanner_for(kube: Kube, tmp_path: Path, params: ScanParams) -> Scanner:
+    params = params.model_copy(update={"out": str(tmp_path / "run"), "run_id": params.run_id or "t1"}).resolved()
+    engine, threshold = check_inputs(params)
+    run = RunDir.open(Path(params.out), params.run_id, identity(params, engine, threshold), params={})
+    access = AccessSettings(
+        approach=params.approach,
+        allow_debug=params.allow_debug,
+        debug_image=params.debug_image,
+        ephemeral_supported=ephemeral_containers_supported(kube),
+    )
+    return Scanner(params, kube, engine, threshold, run, access)
+
+
+def scan_records(kube: Kube, tmp_path: Path, params: ScanParams, pods: list[str] | None = None) -> list[TargetRecord]:
+    """Scan the selected containers (of `pods`, if given) through Scanner.scan_namespace."""
+    scanner = scanner_for(kube, tmp_path, params)
+    by_namespace: dict[str, list[Target]] = defaultdict(list)
+    for target in discover(kube, params.selection()).targets:
+        if pods is None or target.pod in pods:
+            by_namespace[target.namespace].append(target)
+    return [r for ns, ts in by_namespace.items() for r in scanner.scan_namespace(ns, ts)]
