@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -196,13 +197,14 @@ def scan_options() -> list[inspect.Parameter]:
         annotation: Any = field.annotation
         default = field.get_default(call_default_factory=True)
         flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-        help_ = (field.description or "").rstrip(".") + "."
+        help_ = (field.description or "").rstrip(".")
+        help_ += "" if help_.endswith("?") else "."
         if get_origin(annotation) is list:
-            annotation, default, help_ = str, ",".join(default), help_[:-1] + " (comma-separated)."
+            annotation, default, help_ = str, ",".join(default), help_.rstrip(".") + " (comma-separated)."
         elif get_origin(annotation) is dict:
             annotation, default, help_ = list[str] | None, None, "Profile input NAME=VALUE (repeatable)."
         elif get_origin(annotation) is Literal:
-            help_ = help_[:-1] + f": {', '.join(get_args(annotation))}."
+            help_ = help_.rstrip(".") + f": {', '.join(get_args(annotation))}."
         option = typer.Option(*flag.split(" "), help=help_, **_bounds(field.metadata))
         params.append(
             inspect.Parameter(
@@ -265,6 +267,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
     if not verbose:  # fleetscan reports outcomes and errors itself; Prefect's own logs are for --verbose
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from . import cancel
     from .console import progress_bar
     from .errors import FleetscanError, Interrupted, ResultsError, RunDirError, UsageError
     from .kube.pods import ephemeral_containers_supported
@@ -286,19 +289,30 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
         _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", EX_ERROR)
     from flows.fleet import fleet_scan
 
+    def terminated(signum: int, frame: Any) -> None:
+        # While the flow runs, Prefect's own handler is in front of this one and hands the signal
+        # on when its flow has ended; either way the scans stop and the run exits 2.
+        cancel.STOP.set()
+        raise Interrupted("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         with progress_bar(show_progress):
             result = fleet_scan(params)
     except Interrupted as exc:
         _interrupted(out, params.run_id, str(exc))
+    except KeyboardInterrupt:
+        cancel.STOP.set()
+        _interrupted(out, params.run_id, "interrupted (Ctrl-C)", code=130)
     except BaseException as exc:
         if type(exc).__name__ == "TerminationSignal":  # Prefect's form of our SIGTERM
             _interrupted(out, params.run_id, "terminated (SIGTERM)")
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, SystemExit):
             raise
         if isinstance(exc, FleetscanError):  # after the first cluster call: the run failed, not the usage
             _fail(f"{exc} (log: {log_file})", EX_ERROR)
-        log.error("the scan failed unexpectedly:\n%s", traceback.format_exc())
+        with open(log_file, "a") as fh:  # the details go to the log, the terminal gets one line
+            fh.write(f"the scan failed unexpectedly:\n{traceback.format_exc()}")
         _fail(f"the scan failed unexpectedly: {type(exc).__name__}: {exc}; details in {log_file}", EX_ERROR)
     finally:
         logging.getLogger().removeHandler(handler)
@@ -308,12 +322,12 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
     return result
 
 
-def _interrupted(out: Path, run_id: str, why: str) -> None:
+def _interrupted(out: Path, run_id: str, why: str, code: int = EX_ERROR) -> None:
     recorded = len(list((out / "records").rglob("*.json"))) if (out / "records").exists() else 0
     _fail(
         f"{why}: {recorded} container result(s) kept in {out}; run the same command with "
         f"--run-id {run_id} --out {out} to finish the run",
-        EX_ERROR,
+        code,
     )
 
 
@@ -519,6 +533,7 @@ _USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks
     for handler in logging.getLogger().handlers:  # the terminal shows warnings; the run's log file more
         handler.setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry chatter; failures are reported by fleetscan

@@ -10,7 +10,7 @@ import contextlib
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 from uuid import UUID
@@ -37,6 +37,7 @@ from fleetscan.settings import ScanParams
 from tasks.scan import aggregate_task, plan_task, publish_artifacts, scan_namespace_task
 
 GLOBAL_LIMIT = "fleetscan-scans"
+SLOT_POLL_SECONDS = 5.0
 DEFAULTS = ScanParams()
 
 
@@ -56,7 +57,6 @@ def _resolve(params: ScanParams) -> ScanParams:
 
 def revoke_on_exit(flow: Any, flow_run: Any, state: Any) -> None:
     """State hook (failure, crash, cancellation): delete whatever credentials the run still holds."""
-    cancel.STOP.set()  # a cancelled run's scans stop too, not only its flow
     raw = flow_run.parameters.get("params") or {}
     params = raw if isinstance(raw, ScanParams) else ScanParams.model_validate(raw)
     run_id = run_id_of(params, str(flow_run.id))
@@ -96,10 +96,9 @@ def _stop_scans_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def _global_slot() -> Callable[[], AbstractContextManager[Any]] | None:
+def global_slot(logger: Any) -> Callable[[], AbstractContextManager[Any]] | None:
     """The server's global limit on concurrent container scans, shared by every run. Only "no such
-    limit" means unlimited: a failed lookup is logged and the limit still applies."""
-    logger = get_run_logger()
+    limit" means unlimited: a failed lookup is logged, and the limit still applies."""
     try:
         with get_client(sync_client=True) as client:
             client.read_global_concurrency_limit_by_name(GLOBAL_LIMIT)
@@ -109,12 +108,28 @@ def _global_slot() -> Callable[[], AbstractContextManager[Any]] | None:
         logger.warning(
             "cannot read the global concurrency limit %s (%s); scans still take its slots", GLOBAL_LIMIT, exc
         )
-    return lambda: concurrency(GLOBAL_LIMIT, occupy=1)
+    return _scan_slot
+
+
+@contextlib.contextmanager
+def _scan_slot() -> Iterator[None]:
+    """One slot of the global limit for one container scan; waiting for it stops with the run."""
+    while True:
+        cancel.check(f"waiting for a slot of {GLOBAL_LIMIT}")
+        slot = concurrency(GLOBAL_LIMIT, occupy=1, timeout_seconds=SLOT_POLL_SECONDS)
+        try:
+            slot.__enter__()
+        except TimeoutError:
+            continue
+        break
+    try:
+        yield
+    finally:
+        slot.__exit__(None, None, None)
 
 
 def scan_run(params: ScanParams) -> RunResult:
     """The one path of every flow."""
-    cancel.STOP.clear()
     _stop_scans_on_sigterm()
     if params.share and not params.aggregate and not params.dispatch:
         # A shard handing over through a share: its local run directory is scratch, gone afterwards.
@@ -128,7 +143,7 @@ def _scan(params: ScanParams) -> RunResult:
     started = now_iso()
     setup = prepare(params)
     run = setup.run
-    plan = plan_task(setup.kube, params.selection())
+    plan = plan_task(setup)
     if params.share and not params.aggregate:
         logger.info("resuming from %d file(s) in %s", download(run, params.share, plan.namespaces), params.share)
     record_skipped(run, plan)
@@ -146,7 +161,7 @@ def _scan(params: ScanParams) -> RunResult:
         setup.threshold,
         run,
         setup.access,
-        slot=_global_slot() or contextlib.nullcontext,
+        slot=global_slot(logger) or contextlib.nullcontext,
     )
     scanner.on_done = tracker
     progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
@@ -167,11 +182,23 @@ def _scan(params: ScanParams) -> RunResult:
         except Exception as exc:  # a bug in the namespace step: its containers still get records
             run.complete(pending[ns], params.engine, f"namespace {ns} could not be scanned: {exc}")
     update_progress_artifact(artifact_id=progress, progress=100.0)
+    if done:  # an interrupted attempt may have left credentials in namespaces with nothing left to do
+        _sweep(params, logger)
     if not params.aggregate:  # a shard: the parent that dispatched it writes the summary and reports
         if params.share:
             logger.info("handed %d file(s) to %s", upload(run, params.share), params.share)
         return RunResult(params.run_id, str(run.path), {"targets": tracker.total})
     return _finish(params, run, started, setup.threshold.name)
+
+
+def _sweep(params: ScanParams, logger: Any) -> None:
+    try:
+        taken = revoke_leftovers(params, params.run_id)
+    except FleetscanError as exc:
+        logger.warning("could not sweep the leftovers of run %s (%s); `fleetscan gc` will", params.run_id, exc)
+        return
+    if taken:
+        logger.info("removed %d object(s) an earlier attempt of run %s left", len(taken), params.run_id)
 
 
 def _finish(params: ScanParams, run: RunDir, started: str, threshold: str, shard_runs: int = 0) -> RunResult:

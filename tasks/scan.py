@@ -16,10 +16,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fleetscan.kube.client import Kube
-from fleetscan.kube.discovery import Discovery, Selection, discover
-from fleetscan.kube.targets import Target
 from fleetscan.pipeline.aggregate import RunSummary, aggregate
+from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.records import TargetRecord, totals
 from fleetscan.results.rundir import RunDir
@@ -30,8 +28,8 @@ _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="plan", tags=["fleetscan", "kube-api"], **_COMMON)
-def plan_task(kube: Kube, selection: Selection) -> Discovery:
-    found = discover(kube, selection)
+def plan_task(setup: RunSetup) -> Plan:
+    found = make_plan(setup)
     get_run_logger().info(
         "selected %d containers in %d namespaces (%d not scanned: skipped)",
         len(found.targets),

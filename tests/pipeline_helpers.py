@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from fleetscan.access import AccessSettings
 from fleetscan.kube.client import Kube
 from fleetscan.kube.discovery import discover
-from fleetscan.kube.pods import ephemeral_containers_supported
 from fleetscan.kube.targets import Target
-from fleetscan.pipeline.run import check_inputs, identity
+from fleetscan.pipeline.run import access_settings, check_inputs, identity
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.records import TargetRecord
 from fleetscan.results.rundir import RunDir
@@ -21,13 +19,7 @@ def scanner_for(kube: Kube, tmp_path: Path, params: ScanParams) -> Scanner:
     params = params.model_copy(update={"out": str(tmp_path / "run"), "run_id": params.run_id or "t1"}).resolved()
     engine, threshold = check_inputs(params)
     run = RunDir.open(Path(params.out), params.run_id, identity(params, engine, threshold), params={})
-    access = AccessSettings(
-        approach=params.approach,
-        allow_debug=params.allow_debug,
-        debug_image=params.debug_image,
-        ephemeral_supported=ephemeral_containers_supported(kube),
-    )
-    return Scanner(params, kube, engine, threshold, run, access)
+    return Scanner(params, kube, engine, threshold, run, access_settings(params, kube))
 
 
 def scan_records(kube: Kube, tmp_path: Path, params: ScanParams, pods: list[str] | None = None) -> list[TargetRecord]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import yaml
 
 FLEETSCAN = [sys.executable, "-m", "fleetscan"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rbac_prints_the_manifests_a_run_creates() -> None:
@@ -64,3 +67,56 @@ def test_gc_with_an_unreadable_kubeconfig(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 64 and "cannot load" in out.stderr
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_bad_usage(tmp_path: Path) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("apiVersion: v1\nclusters: [unclosed\n  : : :\n")
+    for command in (["scan", "--out", str(tmp_path / "run")], ["gc"], ["watch"]):
+        out = subprocess.run(
+            [*FLEETSCAN, *command, "--kubeconfig", str(broken)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        )
+        assert out.returncode == 64, (command, out.stderr)
+        assert f"cannot load {broken}" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_workload_scan_needs_a_kind_and_one_namespace(tmp_path: Path) -> None:
+    for args, message in (
+        (["--workload", "web"], "write KIND/NAME"),
+        (["--workload", "cronjob/web", "--namespaces", "shop"], "write KIND/NAME"),
+        (["--workload", "deployment/web"], "exactly one namespace"),
+        (["--workload", "deployment/web", "--namespaces", "a,b"], "exactly one namespace"),
+    ):
+        out = subprocess.run(
+            [*FLEETSCAN, "scan", "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 64 and message in out.stderr, (args, out.stderr)
+
+
+def test_an_installed_wheel_finds_the_saf_cli_or_says_how_to_install_it(tmp_path: Path) -> None:
+    """Outside a checkout there is no .tools/: FLEETSCAN_TOOLS or FLEETSCAN_SAF point at the tools,
+    and without them the message says how to install the SAF CLI."""
+    code = (
+        "from fleetscan.results.saf import SafCli\n"
+        "from fleetscan.tools import SAF_HINT, tools_dir\n"
+        "cli = SafCli.find()\n"
+        "print(tools_dir(), cli.executable if cli else SAF_HINT)\n"
+    )
+    site = tmp_path / "site"  # the package as a wheel installs it: no pyproject.toml, no .tools/ beside it
+    shutil.copytree(ROOT / "fleetscan", site / "fleetscan", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{site}:{':'.join(p for p in sys.path if 'site-packages' in p)}"}
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.startswith("None ") and "npm install -g @mitre/saf@1.5.3" in alone.stdout
+    tools = ROOT / ".tools"
+    if not (tools / "saf" / "node_modules" / ".bin" / "saf").exists():
+        return
+    pointed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "FLEETSCAN_TOOLS": str(tools)}
+    )
+    assert pointed.stdout.split()[1].endswith("saf"), pointed.stdout

@@ -175,6 +175,55 @@ def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Pa
                     proc.wait(timeout=60)
 
 
+def test_cancelling_a_served_run_stops_it_and_revokes_its_credentials(server: dict[str, str], tmp_path: Path) -> None:
+    """Cancel from the UI or API: the runner signals the flow run's process, its scans stop though
+    their streams hang, and the cancellation hook revokes what the run still holds."""
+    from prefect.states import Cancelling
+
+    from .test_pipeline import leftovers
+
+    with client(server) as c:
+        for d in c.read_deployments():
+            c.delete_deployment(d.id)
+    with Emulator(parse_scenario(FLEET, "fleet.yaml")) as emu:
+        emu.client().set_faults(exec_stall=[{"path": "/exec$", "seconds": 600}])
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        served = subprocess.Popen(
+            [str(BIN / "fleetscan"), "serve", "--kubeconfig", str(kubeconfig)],
+            env=server,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def adhoc() -> Any:
+                if served.poll() is not None:
+                    raise AssertionError(f"fleetscan serve exited: {served.communicate()[1][-3000:]}")
+                with client(server) as c:
+                    return next((d for d in c.read_deployments() if d.name == "fleet-scan"), None)
+
+            deployment = wait_for(adhoc, what="the served fleet-scan deployment")
+            with client(server) as c:
+                flow_run = c.create_flow_run_from_deployment(deployment.id)
+            wait_for(lambda: len(leftovers(emu, tmp_path)) >= 3, what="the run's credentials")
+            time.sleep(2)  # its exec streams are open and silent
+            with client(server) as c:
+                c.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+
+            def cancelled() -> bool:
+                with client(server) as c:
+                    state = c.read_flow_run(flow_run.id).state
+                return bool(state and state.is_cancelled())
+
+            wait_for(cancelled, timeout=120, what="the cancelled state")
+            wait_for(lambda: leftovers(emu, tmp_path) == [], timeout=60, what="revoked credentials")
+        finally:
+            served.terminate()
+            served.wait(timeout=60)
+
+
 FLEET = "namespaces:\n" + "".join(
     f"  - name: n{i}\n    pods:\n"
     + "".join(f"      - {{name: p{j}, containers: [{{name: c, image: busybox}}]}}\n" for j in range(2))

@@ -245,24 +245,6 @@ def test_resume_after_an_interrupted_run(prefect_api: str, tmp_path: Path) -> No
     assert not (finished & rescanned)  # what was done is not scanned again
 
 
-def test_termination_revokes_credentials(prefect_api: str, tmp_path: Path) -> None:
-    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
-        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
-        emu.client().set_faults(latency=[{"path": "/exec$", "seconds": 3}])
-        run = cli(
-            ["scan", "--kubeconfig", str(kubeconfig), "--namespaces", "ok", "--out", str(tmp_path / "t"), "--quiet"],
-            prefect_api,
-        )
-        deadline = time.monotonic() + 120
-        while not leftovers(emu, tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert leftovers(emu, tmp_path)  # credentials exist while it scans
-        run.send_signal(signal.SIGTERM)
-        run.communicate(timeout=120)
-        emu.client().clear_faults()
-        assert leftovers(emu, tmp_path) == []
-
-
 @pytest.mark.parametrize(
     ("args", "code"),
     [
@@ -288,32 +270,6 @@ def test_exit_codes(prefect_api: str, tmp_path: Path, args: list[str], code: int
     assert run.returncode == code, err
     if code in (0, 1, 2):
         assert json.loads(out)["exit_code"] == code
-
-
-def test_global_concurrency_limit_is_honoured(prefect_api: str, tmp_path: Path) -> None:
-    """With `fleetscan-scans` defined on the server, every container scan takes a slot of it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    from flows.fleet import GLOBAL_LIMIT, fleet_scan
-
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GLOBAL_LIMIT, limit=1))
-    try:
-        with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
-            kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
-            result = fleet_scan(
-                ScanParams(
-                    kubeconfig=str(kubeconfig), namespaces=["ok"], out=str(tmp_path / "g"), run_id="gcl", concurrency=4
-                )
-            )
-        assert result.totals["targets"] == 2 and result.totals["error"] == 0
-        with get_client(sync_client=True) as client:
-            limit = client.read_global_concurrency_limit_by_name(GLOBAL_LIMIT)
-        assert limit.active_slots == 0  # every slot taken was given back
-    finally:
-        with get_client(sync_client=True) as client:
-            client.delete_global_concurrency_limit_by_name(GLOBAL_LIMIT)
 
 
 def test_namespace_that_keeps_failing_is_recorded_not_lost(prefect_api: str, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..errors import ApproachUnavailable, BinaryNotFound
 from ..kube.client import Kube
-from ..kube.execstream import DEFAULT_EXEC_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecResult
 from ..kube.targets import Target
 from . import AccessSettings
 from .transport import ContainerRunner, Transport, exec_rules
@@ -28,19 +27,9 @@ class ExecTransport(ContainerRunner):
         super().__init__(kube, target.namespace, target.pod, target.container)
         self.key = target.key
 
-    def run(
-        self,
-        argv: list[str],
-        stdin: bytes | None = None,
-        timeout: float = DEFAULT_EXEC_TIMEOUT,
-        max_output: int = DEFAULT_MAX_OUTPUT,
-    ) -> ExecResult:
-        try:
-            return super().run(argv, stdin, timeout, max_output)
-        except BinaryNotFound as exc:
-            if argv[0] in SHELLS:
-                raise NoShell(f"{self.key}: exec needs a shell in the container, and it has none") from exc
-            raise
+    def missing(self, argv: list[str], exc: BinaryNotFound) -> None:
+        if argv[0] in SHELLS:
+            raise NoShell(f"{self.key}: exec needs a shell in the container, and it has none") from exc
 
 
 class ExecApproach:

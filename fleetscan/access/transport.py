@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..errors import BinaryNotFound
 from ..kube.client import Kube
 from ..kube.execstream import DEFAULT_EXEC_TIMEOUT, DEFAULT_MAX_OUTPUT, ExecResult, run_in
 
@@ -48,17 +49,24 @@ class ContainerRunner:
         def again(attempt: int) -> None:
             self.retried += 1
 
-        return run_in(
-            self._kube,
-            self.namespace,
-            self.pod,
-            self.container,
-            argv,
-            stdin=stdin,
-            timeout=timeout,
-            max_output=max_output,
-            on_retry=again,
-        )
+        try:
+            return run_in(
+                self._kube,
+                self.namespace,
+                self.pod,
+                self.container,
+                argv,
+                stdin=stdin,
+                timeout=timeout,
+                max_output=max_output,
+                on_retry=again,
+            )
+        except BinaryNotFound as exc:
+            self.missing(argv, exc)
+            raise
+
+    def missing(self, argv: list[str], exc: BinaryNotFound) -> None:
+        """argv[0] does not exist in the container: a way in may say what that means for it."""
 
 
 def exec_rules(pods: list[str]) -> list[dict[str, object]]:

@@ -23,6 +23,7 @@ class AuditEntry:
     name: str
     allowed: bool
     code: int
+    started: float = 0.0  # when the request arrived; `time` is when it ended (an exec: its session)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

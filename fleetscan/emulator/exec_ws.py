@@ -104,6 +104,9 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
     if not ws.can_prepare(request).ok:
         raise ApiError.bad_request("Upgrade request required")
     await ws.prepare(request)
+    stall = cluster.faults.stall_for(request.path)
+    if stall:  # fault injection: a command that hangs without a byte (cancelled if the client leaves)
+        await asyncio.sleep(stall)
     proc, status_fd = await cluster.pods.runtime.exec(ctr, argv, stdin=want_stdin)
     drop_after = cluster.faults.take_exec_drop()
     sent = 0

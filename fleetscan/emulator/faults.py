@@ -1,4 +1,4 @@
-"""Faults set through the control API: latency, injected errors and dropped exec streams."""
+"""Faults set through the control API: latency, injected errors, dropped and stalled exec streams."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class InjectedError:
 class Faults:
     latency: list[Latency] = field(default_factory=list)
     errors: list[InjectedError] = field(default_factory=list)
+    exec_stalls: list[Latency] = field(default_factory=list)  # upgraded, then silent for `seconds`
     exec_drop_after_bytes: int | None = None
     exec_drop_count: int = -1  # how many exec streams to cut; -1 = every one
     _fired: dict[int, int] = field(default_factory=dict)
@@ -37,11 +38,13 @@ class Faults:
     _random: random.Random = field(default_factory=lambda: random.Random(0))
 
     def configure(self, spec: dict[str, Any]) -> None:
-        """Replace the fault set: {"latency": [...], "errors": [...], "exec_drop_after_bytes": N}."""
+        """Replace the fault set: {"latency": [...], "errors": [...], "exec_stall": [...],
+        "exec_drop_after_bytes": N}."""
         latency = [
             Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
             for x in spec.get("latency") or []
         ]
+        stalls = [Latency(re.compile(x.get("path", ".*")), float(x["seconds"])) for x in spec.get("exec_stall") or []]
         errors = []
         for x in spec.get("errors") or []:
             code = int(x["code"])
@@ -58,7 +61,7 @@ class Faults:
                 )
             )
         with self._lock:
-            self.latency, self.errors = latency, errors
+            self.latency, self.errors, self.exec_stalls = latency, errors, stalls
             self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
             self.exec_drop_count = int(spec.get("exec_drop_count", -1))
             self._fired.clear()
@@ -70,6 +73,10 @@ class Faults:
 
     def delay_for(self, method: str, path: str) -> float:
         return sum(x.seconds for x in self.latency if (not x.method or x.method == method) and x.path.search(path))
+
+    def stall_for(self, path: str) -> float:
+        """Seconds an exec stream on `path` stays silent after its upgrade (a hung command)."""
+        return sum(x.seconds for x in self.exec_stalls if x.path.search(path))
 
     def error_for(self, method: str, path: str) -> InjectedError | None:
         with self._lock:

@@ -52,16 +52,19 @@ class EmulatorClient:
         errors: list[dict[str, Any]] | None = None,
         exec_drop_after_bytes: int | None = None,
         exec_drop_count: int = -1,
+        exec_stall: list[dict[str, Any]] | None = None,
         seed: int | None = None,
     ) -> None:
         """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex,
         "code": 403|429|500|503, "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes:
-        cut exec streams after N bytes (the next `exec_drop_count` of them; -1 = all)."""
+        cut exec streams after N bytes (the next `exec_drop_count` of them; -1 = all); exec_stall:
+        [{"path": regex, "seconds": s}] keeps matching exec streams open and silent for s seconds."""
         spec: dict[str, Any] = {
             "latency": latency or [],
             "errors": errors or [],
             "exec_drop_after_bytes": exec_drop_after_bytes,
             "exec_drop_count": exec_drop_count,
+            "exec_stall": exec_stall or [],
         }
         if seed is not None:
             spec["seed"] = seed

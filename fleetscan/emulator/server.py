@@ -136,6 +136,7 @@ class Emulator:
                 self.summary = apply_scenario(self.cluster, self._scenario)
             app = web.Application(middlewares=[api.api_middleware], client_max_size=64 * 1024 * 1024)
             app[api.CLUSTER_KEY] = self.cluster
+            app.on_response_prepare.append(api.date_from_clock)
             api.add_routes(app)
             control.add_routes(app)
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -4,6 +4,7 @@ call bounded in time, classified into fleetscan's typed errors and retried by th
 from __future__ import annotations
 
 import copy
+import email.utils
 import functools
 import inspect
 import os
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import yaml
@@ -156,6 +158,9 @@ class Kube:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
+        # urllib3 would retry 429 and 503 answers (and dropped connections) by itself, out of sight:
+        # fleetscan's policy is the one layer that retries.
+        configuration.retries = False
         self.configuration = configuration
         self.limiter = limiter or RateLimiter(self.settings.qps, self.settings.burst)
         self.api = LimitedApiClient(configuration, self.limiter)
@@ -272,6 +277,16 @@ class Kube:
     @property
     def server(self) -> str:
         return str(self.configuration.host)
+
+    def server_time(self) -> datetime:
+        """The API server's clock (its Date header), so expiry is judged as the cluster sees it."""
+        response = self.core.get_api_resources_with_http_info()
+        headers = response[2] if isinstance(response, tuple) else response.headers  # (data, status, headers)
+        stamp = (headers or {}).get("Date") or (headers or {}).get("date")
+        try:
+            return email.utils.parsedate_to_datetime(stamp) if stamp else datetime.now(UTC)
+        except (TypeError, ValueError):
+            return datetime.now(UTC)
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None, settings: ClientSettings | None = None) -> Kube:

@@ -317,8 +317,9 @@ def _sweep(kube: Kube, selector: str, doomed: Callable[[str, Any], bool]) -> lis
 
 
 def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
-    """Delete fleetscan's leftovers (a killed run's) whose expiry has passed. Returns what went."""
-    moment = now or datetime.now(UTC)
+    """Delete fleetscan's leftovers (a killed run's) whose expiry has passed, by the API server's
+    clock unless `now` is given. Returns what went."""
+    moment = now or kube.server_time()
 
     def expired(kind: str, obj: Any) -> bool:
         stamp = (obj.metadata.annotations or {}).get(EXPIRES, "")

@@ -16,20 +16,6 @@ from ..results.files import write_json_atomic, write_text_atomic
 from ..results.records import exit_code, totals
 from ..results.rundir import RunDir
 
-CSV_COLUMNS = [
-    "namespace",
-    "pod",
-    "container",
-    "image",
-    "workload",
-    "approach",
-    "control",
-    "title",
-    "severity",
-    "impact",
-    "status",
-    "message",
-]
 WORST_SHOWN = 10
 
 
@@ -111,8 +97,8 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, his
     write_json_atomic(run.path / "summary.json", summary.to_dict())
     with io.StringIO() as buf:
         writer = csv.writer(buf)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(frames.controls[CSV_COLUMNS].astype(object).itertuples(index=False))
+        writer.writerow(frames.controls.columns)  # one row per container and control
+        writer.writerows(frames.controls.astype(object).itertuples(index=False))
         write_text_atomic(run.path / "results.csv", buf.getvalue())
     build_reports(run.path, history, frames=frames, analysis=analysis)
     return summary

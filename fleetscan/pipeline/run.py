@@ -13,7 +13,7 @@ from ..access import AccessSettings
 from ..engines import Engine
 from ..kube.client import ClientSettings, Kube, connect
 from ..kube.credentials import revoke_run
-from ..kube.discovery import Discovery
+from ..kube.discovery import Discovery, discover
 from ..kube.pods import ephemeral_containers_supported
 from ..kube.targets import Target
 from ..results.records import TargetRecord, exit_code
@@ -93,13 +93,27 @@ def prepare(params: ScanParams) -> RunSetup:
         params=params.model_dump(mode="json"),
         shard=not params.aggregate,
     )
-    access = AccessSettings(
+    return RunSetup(params, kube, engine, threshold, run, access_settings(params, kube))
+
+
+def access_settings(params: ScanParams, kube: Kube) -> AccessSettings:
+    """How containers are reached in this run; asks the cluster whether it has ephemeral containers."""
+    return AccessSettings(
         approach=params.approach,
         allow_debug=params.allow_debug,
         debug_image=params.debug_image,
         ephemeral_supported=ephemeral_containers_supported(kube),
     )
-    return RunSetup(params, kube, engine, threshold, run, access)
+
+
+Plan = Discovery  # what a run scans: the selected targets and the containers skipped, with why
+
+__all__ = ["Plan", "RunResult", "RunSetup", "Target"]
+
+
+def make_plan(setup: RunSetup) -> Plan:
+    """The run's Selection resolved against the cluster (one LIST per namespace)."""
+    return discover(setup.kube, setup.params.selection())
 
 
 def record_skipped(run: RunDir, plan: Discovery) -> None:

@@ -70,17 +70,19 @@ class Scanner:
         started = time.monotonic()
         first = merge_rules(*(chosen(t, self.access)[0][0].rules([t.pod]) for t in targets))
         settings = CredentialSettings(token_seconds=self.params.token_seconds)
-        creds = NamespaceCredentials(self.kube, namespace, self.params.run_id, first, settings)
-        try:
-            creds.__enter__()
-        except Interrupted:
-            raise
-        except FleetscanError as exc:
-            reason = (
-                f"namespace {namespace} could not be scanned (no scan credentials for namespace {namespace!r}: {exc})"
-            )
-            return [self._error(TargetRecord.for_target(t, self.engine.name), reason, started) for t in targets]
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                creds = stack.enter_context(
+                    NamespaceCredentials(self.kube, namespace, self.params.run_id, first, settings)
+                )
+            except Interrupted:
+                raise
+            except FleetscanError as exc:
+                reason = (
+                    f"namespace {namespace} could not be scanned "
+                    f"(no scan credentials for namespace {namespace!r}: {exc})"
+                )
+                return [self._error(TargetRecord.for_target(t, self.engine.name), reason, started) for t in targets]
             kube = creds.scan_client()
             workers = max(1, min(self.params.concurrency, len(targets)))
             with ThreadPoolExecutor(workers, thread_name_prefix=f"scan-{namespace}") as pool:
@@ -90,8 +92,7 @@ class Scanner:
                 except BaseException:
                     self._abort.set()  # the run directory failed or the run stops: start nothing more
                     raise
-        finally:
-            creds.revoke()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- one container ------------------------------------------------------------------------------
     def scan_target(self, creds: NamespaceCredentials, kube: Kube, target: Target) -> TargetRecord:

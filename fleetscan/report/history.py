@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from ..results.files import write_bytes_atomic
 from .analysis import Analysis
 from .frames import RunFrames
 
@@ -41,9 +42,9 @@ def _locked(history: Path) -> Iterator[None]:
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
