@@ -89,8 +89,16 @@ def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
     failed = {c["id"] for c in hdf["profiles"][0]["controls"] if any(r["status"] == "failed" for r in c["results"])}
     assert {"CB-01", "CB-02", "CB-10"} <= failed  # world-writable, setuid helper, empty root password
     assert (out / "results.csv").read_text().count("\n") == 36 * 24 + 1  # scanned containers x controls
-    assert "Most failed controls" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Most failed controls" in report
     assert '<table class="data" id="containers">' in (out / "report.html").read_text()
+    # one aggregation: the console table and artifacts (summary.json) rank as report.md does
+    worst = report.split("## Worst namespaces")[1].split("##")[0]
+    ranked = [line.split("|")[1].strip() for line in worst.splitlines() if line.startswith("| ") and "---" not in line]
+    assert ranked[1:] == [n["namespace"] for n in s["namespaces"]][: len(ranked) - 1]
+    controls = report.split("## Most failed controls")[1].split("##")[0]
+    top = [line.split("|")[1].strip() for line in controls.splitlines() if line.startswith("| ") and "---" not in line]
+    assert top[1:] == [c["control"] for c in s["worst_controls"]][: len(top) - 1]
     scan_users = {a["user"] for a in audit if a["subresource"] == "exec"}
     assert scan_users and all(u.startswith("system:serviceaccount:") for u in scan_users)  # never the admin
 
@@ -105,11 +113,37 @@ def test_workload_scan_of_one_deployment(prefect_api: str, tmp_path: Path) -> No
         )
         assert leftovers(emu, tmp_path) == []
     assert result.totals["targets"] == 3 and result.totals["failed"] == 3
-    assert {x["pod"] for x in summary_of(tmp_path / "w")["targets"]} == {
-        "web-7d9f-abcde",
-        "web-7d9f-fghij",
-        "web-7d9f-klmno",
-    }
+    web = {"web-7d9f-abcde", "web-7d9f-fghij", "web-7d9f-klmno"}
+    assert {x["pod"] for x in summary_of(tmp_path / "w")["targets"]} == web
+
+
+def test_workload_scan_from_the_cli_as_a_ci_gate(prefect_api: str, tmp_path: Path) -> None:
+    """`fleetscan scan --workload KIND/NAME --namespaces NS`: the same path, outputs and exit codes."""
+    with Emulator(load_scenario("demo")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        gate = ["--workload", "statefulset/api", "--namespaces", "shop", "--output", "json"]
+        run = cli(
+            [
+                "scan",
+                "--kubeconfig",
+                str(kubeconfig),
+                *gate,
+                "--out",
+                str(tmp_path / "ci"),
+                "--debug-image",
+                "fleetscan/debug:1.0",
+            ],
+            prefect_api,
+        )
+        out, err = run.communicate(timeout=300)
+        assert leftovers(emu, tmp_path) == []
+        nope = ["--workload", "Deployment/nope", "--namespaces", "shop", "--out", str(tmp_path / "nope")]
+        missing = cli(["scan", "--kubeconfig", str(kubeconfig), *nope], prefect_api)
+        _, missing_err = missing.communicate(timeout=300)
+    assert run.returncode == json.loads(out)["exit_code"], err
+    assert {t["pod"] for t in summary_of(tmp_path / "ci")["targets"]} == {"api-0", "api-1"}
+    assert (tmp_path / "ci" / "report.html").exists() and (tmp_path / "ci" / "results.csv").exists()
+    assert missing.returncode == 2 and 'Deployment "shop/nope" does not exist' in missing_err
 
 
 SMALL = """
