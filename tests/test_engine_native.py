@@ -158,8 +158,9 @@ def test_script_is_posix(tmp_path: Path, shell: str) -> None:
     out = subprocess.run(argv, input=build(facts, str(root), token).encode(), capture_output=True, check=True).stdout
     sections = split(out, token, 3)
     assert sections[0].payload.startswith(b"F 81b6 ")
-    assert sections[1].payload == b"OK\nroot:x:0:0:root:/root:/bin/sh\n"
-    assert sections[2].payload.split(b"\n", 1)[1] == f"{root}/etc/x y\0".encode()
+    assert sections[1].payload == b"OK\nroot:0:/bin/sh\n"  # name, id and shell: never the password field
+    assert sections[2].payload.split(b"\n", 1)[1] == f"{root}/etc/x y\0F:ok\0".encode()
+    assert all(s.status == 0 and not s.truncated for s in sections.values())
 
 
 def test_no_secret_leaves_the_container(kube: Kube, targets: dict[str, Target]) -> None:

@@ -3,6 +3,7 @@ under `root`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import BinaryNotFound
@@ -16,12 +17,21 @@ class Transport(Protocol):
     exec_calls: int  # exec requests sent
     retried: int  # of which tries again after a retryable failure
 
+    def defer(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` once the container's record is written (or the run stops)."""
+        ...
+
+    def cleanup(self) -> None:
+        """Run what was deferred."""
+        ...
+
     def run(
         self,
         argv: list[str],
         stdin: bytes | None = None,
         timeout: float = DEFAULT_EXEC_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        urgent: bool = False,
     ) -> ExecResult: ...
 
 
@@ -36,6 +46,14 @@ class ContainerRunner:
         self.namespace, self.pod, self.container = namespace, pod, container
         self.exec_calls = 0
         self.retried = 0
+        self._deferred: list[Callable[[], None]] = []
+
+    def defer(self, cleanup: Callable[[], None]) -> None:
+        self._deferred.append(cleanup)
+
+    def cleanup(self) -> None:
+        while self._deferred:
+            self._deferred.pop()()
 
     def run(
         self,
@@ -43,6 +61,7 @@ class ContainerRunner:
         stdin: bytes | None = None,
         timeout: float = DEFAULT_EXEC_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        urgent: bool = False,
     ) -> ExecResult:
         self.exec_calls += 1
 
@@ -60,6 +79,7 @@ class ContainerRunner:
                 timeout=timeout,
                 max_output=max_output,
                 on_retry=again,
+                urgent=urgent,
             )
         except BinaryNotFound as exc:
             self.missing(argv, exc)

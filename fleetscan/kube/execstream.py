@@ -67,15 +67,19 @@ def run_in(
     timeout: float = DEFAULT_EXEC_TIMEOUT,
     max_output: int = DEFAULT_MAX_OUTPUT,
     on_retry: Callable[[int], None] | None = None,
+    urgent: bool = False,
 ) -> ExecResult:
     """Run argv to completion within `timeout` seconds and `max_output` bytes of output; a refused
     handshake (429, 5xx) or a dropped stream is tried again by the client's retry policy, a
-    timeout or a flood is not (a container that hangs or floods once does so again)."""
+    timeout or a flood is not (a container that hangs or floods once does so again). An `urgent`
+    exec (cleaning up after a cut stream) is tried once and runs even while the run is stopping."""
     where = f'exec in pod "{namespace}/{pod}" container "{container}"'
 
     def once() -> ExecResult:
-        return _run_once(kube, namespace, pod, container, argv, stdin, timeout, max_output, where)
+        return _run_once(kube, namespace, pod, container, argv, stdin, timeout, max_output, where, urgent)
 
+    if urgent:
+        return kube.reauthenticating(once)
     return kube.settings.retry.run(lambda: kube.reauthenticating(once), what=where, on_retry=on_retry)
 
 
@@ -89,8 +93,10 @@ def _run_once(
     timeout: float,
     max_output: int,
     where: str,
+    urgent: bool = False,
 ) -> ExecResult:
-    cancel.check(where)
+    if not urgent:
+        cancel.check(where)
     kube.limiter.acquire()
     deadline = time.monotonic() + timeout
     try:
@@ -119,7 +125,8 @@ def _run_once(
                 ws.write_stdin(stdin[start : start + STDIN_CHUNK])
             ws.close_channel(0)
         while True:
-            cancel.check(where)
+            if not urgent:
+                cancel.check(where)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ExecTimeout(f"{where}: {argv[0]!r} timed out after {timeout:.0f} s")

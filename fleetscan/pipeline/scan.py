@@ -24,6 +24,7 @@ from ..errors import ApproachUnavailable, FleetscanError, Interrupted, RunDirErr
 from ..kube.client import Kube
 from ..kube.credentials import CredentialSettings, NamespaceCredentials, merge_rules
 from ..kube.targets import Target
+from ..results.hdf import unexamined_controls
 from ..results.records import TargetRecord
 from ..results.rundir import RunDir
 from ..results.threshold import Threshold
@@ -97,13 +98,14 @@ class Scanner:
     # -- one container ------------------------------------------------------------------------------
     def scan_target(self, creds: NamespaceCredentials, kube: Kube, target: Target) -> TargetRecord:
         record = TargetRecord.for_target(target, self.engine.name)
+        opened: list[Transport] = []
         with self._run_slots, self.slot():
             if self._abort.is_set():
                 raise Interrupted(f"{target.key}: not scanned, the run is stopping")
             cancel.check(target.key)
             started = time.monotonic()
             try:
-                return self._scan(creds, kube, target, record, started)
+                return self._scan(creds, kube, target, record, started, opened)
             except (Interrupted, RunDirError):
                 raise
             except FleetscanError as exc:
@@ -111,9 +113,18 @@ class Scanner:
             except Exception as exc:  # a bug must not cost the container its record
                 log.exception("%s: unexpected failure", target.key)
                 return self._error(record, f"unexpected {type(exc).__name__}: {exc}", started)
+            finally:
+                for transport in opened:  # after the record: e.g. killing what a cut scan left running
+                    transport.cleanup()
 
     def _scan(
-        self, creds: NamespaceCredentials, kube: Kube, target: Target, record: TargetRecord, started: float
+        self,
+        creds: NamespaceCredentials,
+        kube: Kube,
+        target: Target,
+        record: TargetRecord,
+        started: float,
+        opened: list[Transport],
     ) -> TargetRecord:
         candidates, forced = chosen(target, self.access)
         reasons: list[str] = []
@@ -129,6 +140,7 @@ class Scanner:
             try:
                 creds.grant(approach.rules([target.pod]))
                 transport = approach.open(kube, target, self.access)
+                opened.append(transport)
                 doc = self.engine.scan(target, _Access(transport, creds))
             except ApproachUnavailable as exc:
                 reasons.append(f"{approach.name}: {exc}")
@@ -142,6 +154,9 @@ class Scanner:
             record.compliance = verdict.counts.compliance
             record.counts = verdict.counts.overall
             record.reason = "" if verdict.passed else verdict.message
+            if unexamined := unexamined_controls(doc):  # an incomplete result is an error, never a verdict
+                record.outcome = "error"
+                record.reason = f"{len(unexamined)} control(s) could not be examined: {'; '.join(unexamined[:3])}"
             return self._finish(record, started, doc)
         record.approach = ""
         record.outcome = "error" if forced else "skipped"

@@ -344,3 +344,17 @@ class Counts:
 
     def at(self, severity: str, status: str) -> int:
         return self.by_severity.get(severity, {}).get(status, 0)
+
+
+def unexamined_controls(doc: dict[str, Any]) -> list[str]:
+    """The counted controls that hold an error result, each with its first message: facts the
+    scan needed but could not establish (a cut section, a hostile file, a failed command)."""
+    raw = {c.get("id"): c for p in doc.get("profiles") or [] for c in p.get("controls") or []}
+    out = []
+    for control in counted_controls(doc):
+        if control.status != "error":
+            continue
+        results = (raw.get(control.id) or {}).get("results") or []
+        message = next((str(r.get("message") or "") for r in results if r.get("status") == "error"), "")
+        out.append(f"{control.id} ({message[:200]})" if message else control.id)
+    return out

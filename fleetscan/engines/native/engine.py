@@ -6,13 +6,14 @@ the way InSpec's Kubernetes transport pays one exec per command, so benchmarks c
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ...access.transport import Transport
-from ...errors import FleetscanError
+from ...errors import FleetscanError, Interrupted, TransportError
 from ...kube.targets import Target
 from ...results import hdf
 from .. import Access
@@ -42,6 +43,23 @@ def _facts_of(checks: list[Check]) -> list[Fact]:
         for fact in REGISTRY[check.resource].facts(check):
             facts.setdefault(fact.key(), fact)
     return list(facts.values())
+
+
+DEADLINE_SLACK = 2.0
+
+
+class ScanIncomplete(TransportError):
+    """The script ended early (killed, out of memory, a hostile shell): every result is unknown."""
+
+
+def _reap(transport: Transport, kill_token: str) -> None:
+    """A second exec that kills what a cut, timed-out or flooding scan left running; best effort,
+    bounded, and done even while the run is stopping."""
+    with contextlib.suppress(FleetscanError):
+        transport.run(["sh", "-c", script.reap_script(kill_token)], timeout=REAP_SECONDS, urgent=True)
+
+
+REAP_SECONDS = 10.0
 
 
 def _lookup(sections: dict[str, script.Section]) -> Callable[[Fact], script.Section | None]:
@@ -77,12 +95,32 @@ class NativeEngine:
     def _gather(self, transport: Transport, facts: list[Fact], stats: ScanStats) -> dict[str, script.Section]:
         if not facts:
             return {}
-        token = script.new_token()
-        text = script.build(facts, transport.root, token)
+        token, kill = script.new_token(), script.new_token()
+        text = script.build(facts, transport.root, token, timeout=self.timeout, kill_token=kill)
         started = time.monotonic()
-        result = transport.run(["sh", "-s"], stdin=text.encode(), timeout=self.timeout)
-        stats.exec_calls += 1
-        stats.gather_seconds += time.monotonic() - started
+        try:
+            # The script's own watchdog ends it at `timeout`; the stream's deadline is a little later.
+            result = transport.run(
+                script.command(kill),
+                stdin=text.encode(),
+                timeout=self.timeout + DEADLINE_SLACK,
+                max_output=script.output_limit(facts),
+            )
+        except (TransportError, Interrupted):
+            # Nothing the script started may keep running in the container: a second exec kills
+            # it, once the container's record is written (so the record keeps to the deadline).
+            transport.defer(lambda: _reap(transport, kill))
+            raise
+        finally:
+            stats.exec_calls += 1
+            stats.gather_seconds += time.monotonic() - started
+        if result.exit_code != 0 or not script.complete(result.stdout, token):
+            transport.defer(lambda: _reap(transport, kill))
+            raise ScanIncomplete(
+                f"the scan script did not complete (exit code {result.exit_code}"
+                f"{', and it was cut short' if not script.complete(result.stdout, token) else ''}): "
+                "no verdict is given on a partial scan"
+            )
         sections = script.mark_truncation(script.split(result.stdout, token, len(facts)), facts)
         return {facts[i].key(): s for i, s in sections.items()}
 

@@ -1,9 +1,21 @@
 """Assemble facts into one POSIX sh script and split its output back into facts.
 
-Framing: every section is wrapped in markers that carry a random 128-bit token chosen per run, so
-no file content, name or binary can forge or break a boundary. Each section's output is cut at its
-byte limit; the whole run is bounded by the transport's timeout, enforced on the exec stream (busybox
-`timeout` would leave a watchdog process behind in the container for its whole duration).
+The script runs in a container that may be hostile, so it is careful and bounded by construction:
+
+- Framing: every section is wrapped in markers carrying a random 128-bit token chosen per scan,
+  so no file content, name or binary can forge or break a boundary. Each section ends with its own
+  status line and the script with an END marker: a section or a script cut short is incomplete,
+  never complete with findings silently missing.
+- Reads resolve inside the target's root (`rp`): each path component is looked up under `$R`
+  (`/proc/<pid>/root` for debug and sidecar scans, empty for exec), absolute links re-rooted at
+  `$R`, `..` clamped at the root, at most 40 links (the kernel's limit). The kernel only ever sees
+  paths without links, so a debug or sidecar scan reads what the container itself would, and exec
+  scans use the same walk, so every way in gives the same answer.
+- Bounds: contents are read only from regular files outside /proc, /sys and /dev, at most a
+  fact's byte limit each (`head -c`), and every section's output is cut at its limit. A watchdog
+  kills the scan's processes once its time is up: they carry the scan's marker in their
+  environment (`FLEETSCAN_SCAN`, set as the script's shell starts), the watchdog spares itself,
+  and fleetscan kills the same way from a second exec after a stream was cut (`reap_script`).
 """
 
 from __future__ import annotations
@@ -14,45 +26,149 @@ from dataclasses import dataclass
 
 from .facts import Fact, q
 
+SECTION_SLACK = 128  # bytes of a section beyond its fact's limit: its status line
+
+# `rp PATH` prints where a container path is under $R, every link resolved inside the container,
+# then "." (so a name ending in a newline survives `$(...)`), or fails (loop, unreadable link).
+# `reg PATH LIMIT` succeeds when PATH is a regular file of at most LIMIT bytes outside the
+# virtual filesystems and readable, with its location in $p; otherwise $st says why: M missing,
+# U unreadable, N not a regular file, T too large, V virtual (/proc, /sys, /dev), X unresolvable.
+PRELUDE = r"""rp() {
+  t=$1 d= n=0
+  while :; do
+    while :; do case $t in /*) t=${t#/};; *) break;; esac; done
+    [ -z "$t" ] && break
+    c=${t%%/*}
+    case $t in */*) t=${t#*/};; *) t=;; esac
+    case $c in .) continue;; ..) d=${d%/*}; continue;; esac
+    if [ -L "$R$d/$c" ]; then
+      n=$((n+1)); [ "$n" -gt 40 ] && return 1
+      l=$(readlink "$R$d/$c" && echo .) || return 1
+      l=${l%.}; l=${l%"$NL"}
+      [ -z "$l" ] && return 1
+      case $l in /*) d=;; esac
+      t=$l/$t
+    else
+      d=$d/$c
+    fi
+  done
+  printf '%s.' "$R${d:-/}"
+}
+at() {
+  p=$(rp "$1") || { p=X; return 1; }
+  p=${p%.}
+  case ${p#"$R"} in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) p=V; return 1;; esac
+}
+reg() {
+  st=
+  at "$1" || { st=$p; return 1; }
+  if [ ! -e "$p" ]; then st=M
+  elif [ ! -f "$p" ]; then st=N
+  elif [ ! -r "$p" ]; then st=U
+  else
+    s=$(stat -c %s "$p" 2>/dev/null) || s=
+    case $s in ''|*[!0-9]*) st=U;; *) [ "$s" -gt "$2" ] && st="T";; esac
+  fi
+  [ -z "$st" ]
+}
+"""
+
+# Kills every process of the scan but the caller: they carry the marker in their environment
+# (reparented children too, after a cut stream). /proc/self/stat, read by a builtin, is the caller.
+REAP = r"""reap() {
+  read -r me _ < /proc/self/stat
+  for e in /proc/[0-9]*/environ; do
+    i=${e#/proc/}; i=${i%/environ}
+    [ "$i" = "$me" ] && continue
+    case "$(head -c 131072 "$e" 2>/dev/null | tr '\0' '\n')" in
+      *"${NL}FLEETSCAN_SCAN=$F${NL}"*|"FLEETSCAN_SCAN=$F${NL}"*) kill -9 "$i" 2>/dev/null;;
+    esac
+  done
+}"""
+
+# Ends the scan after $T seconds; ends itself within a second of the scan's end.
+WATCHDOG = r"""( n=0; while kill -0 "$$" 2>/dev/null; do
+    [ "$n" -ge "$T" ] && { reap; exit 0; }
+    sleep 1; n=$((n+1))
+  done ) </dev/null >/dev/null 2>&1 &"""
+
 
 @dataclass(frozen=True)
 class Section:
     payload: bytes
-    truncated: bool
-
-
-def build(facts: list[Fact], root: str, token: str) -> str:
-    prefix = "" if root in ("", "/") else root.rstrip("/")
-    lines = [
-        f"R={q(prefix)}",
-        f"K={q(token)}",
-    ]
-    for i, fact in enumerate(facts):
-        # A subshell per section: `exit` ends only it, and nothing reads the script's stdin.
-        lines.append(f'printf "\\n%s:B:{i}\\n" "$K"')
-        lines.append(f"( {fact.script()}\n) </dev/null 2>/dev/null | head -c {fact.limit() + 1}")
-        lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
-    return "\n".join(lines) + "\n"
+    truncated: bool  # cut at its byte limit, or ended before its status line
+    status: int | None = 0  # the fact's exit status; None when it did not finish
 
 
 def new_token() -> str:
     return secrets.token_hex(16)
 
 
+def command(kill_token: str) -> list[str]:
+    """The exec argv: the shell that reads the script starts with the scan's marker in its own
+    environment, so it and all it starts can be found and killed; `sh` missing means no shell."""
+    return ["sh", "-c", f"FLEETSCAN_SCAN={kill_token} exec sh -s"]
+
+
+def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, kill_token: str = "") -> str:
+    prefix = "" if root in ("", "/") else root.rstrip("/")
+    lines = [
+        f"R={q(prefix)}",
+        f"K={q(token)}",
+        f"T={max(1, int(timeout))}",
+        f"F={q(kill_token or new_token())}",
+        "NL='\n'",
+        REAP,
+        WATCHDOG,
+        PRELUDE,
+    ]
+    for i, fact in enumerate(facts):
+        # Sections run in subshells (an `exit` ends only its fact) that read nothing of the
+        # script's stdin; the status line says the fact ran to its end.
+        lines.append(f'printf "\\n%s:B:{i}\\n" "$K"')
+        lines.append(
+            f'( ( {fact.script()}\n  ); printf "\\n%s:S:%s\\n" "$K" "$?" ) </dev/null 2>/dev/null'
+            f" | head -c {fact.limit() + SECTION_SLACK}"
+        )
+        lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
+    lines.append('printf "\\n%s:END\\n" "$K"')
+    return "\n".join(lines) + "\n"
+
+
+def reap_script(kill_token: str) -> str:
+    """What fleetscan runs in a second exec after a scan's stream was cut, timed out or flooded:
+    nothing it started keeps running in the container."""
+    return f"NL='\n'\nF={q(kill_token)}\n{REAP}\nreap\n"
+
+
+def output_limit(facts: list[Fact]) -> int:
+    """The most bytes the script can legitimately send: more is a flood, not a scan."""
+    return sum(f.limit() + SECTION_SLACK + 64 for f in facts) + 4096
+
+
 def split(output: bytes, token: str, count: int) -> dict[int, Section]:
-    """Section payloads by index; a section cut off (timeout, dropped stream) is simply absent."""
+    """Section payloads by index; a section cut off (timeout, dropped stream) is absent."""
     found: dict[int, Section] = {}
     tok = re.escape(token.encode())
+    status = re.compile(rb"\A(.*)\n" + tok + rb":S:(\d{1,3})\n\Z", re.DOTALL)
     for match in re.finditer(rb"\n" + tok + rb":B:(\d+)\n(.*?)\n" + tok + rb":E:\1\n", output, re.DOTALL):
         index = int(match.group(1))
-        if index < count:
-            found[index] = Section(match.group(2), False)
+        if index >= count:
+            continue
+        body = match.group(2)
+        done = status.match(body)
+        found[index] = Section(done.group(1), False, int(done.group(2))) if done else Section(body, True, None)
     return found
+
+
+def complete(output: bytes, token: str) -> bool:
+    """Whether the script reached its end (its last line is the END marker)."""
+    return output.endswith(b"\n" + token.encode() + b":END\n")
 
 
 def mark_truncation(sections: dict[int, Section], facts: list[Fact]) -> dict[int, Section]:
     out = {}
     for i, section in sections.items():
         limit = facts[i].limit()
-        out[i] = Section(section.payload[:limit], len(section.payload) > limit)
+        out[i] = Section(section.payload[:limit], section.truncated or len(section.payload) > limit, section.status)
     return out

@@ -16,6 +16,17 @@ from ....kube.targets import Target
 from ..facts import Fact
 from ..script import Section
 
+VALID_ID = 4294967294  # the largest uid or gid; (uid_t)-1 means "no id"
+
+
+def valid_id(text: str) -> int | None:
+    """A uid or gid as the kernel and libc read it, or None (`*`, negative, huge, non-numeric)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    value = int(text)
+    return value if value <= VALID_ID else None
+
+
 SHOWN = 20  # items listed in a message before "and N more"
 
 
@@ -62,6 +73,32 @@ def ok(cond: bool, desc: str, why: str, resource: str) -> Outcome:
 
 def not_gathered(desc: str, resource: str) -> Outcome:
     return Outcome("error", desc, "the fact was not gathered: the scan script did not finish", resource)
+
+
+# Why the script could not read a file (its state letter), and whether that is a plain "cannot
+# tell" (skipped, as InSpec's Not Reviewed) or a sign of a broken or hostile container (error).
+STATES = {
+    "M": ("skipped", "it does not exist"),
+    "U": ("skipped", "it cannot be read by the scanning identity"),
+    "N": ("error", "it is not a regular file"),
+    "T": ("error", "it is larger than the scan reads"),
+    "V": ("error", "it resolves into /proc, /sys or /dev"),
+    "X": ("error", "its path cannot be resolved inside the container (a link loop or an unreadable link)"),
+}
+
+
+def cut(section: Section) -> str | None:
+    """Why a section cannot be trusted whole, or None."""
+    if section.status is None:
+        return "its part of the scan did not finish"
+    if section.truncated:
+        return "its part of the scan was cut at its size limit"
+    return None
+
+
+def state_outcome(state: str, what: str, desc: str, resource: str) -> Outcome:
+    status, why = STATES.get(state[:1], ("error", f"the scan answered {state[:20]!r}"))
+    return Outcome(status, desc, f"{what}: {why}", resource)
 
 
 class Resource:

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..facts import Fact, q
-from . import Check, Env, Outcome, Resource, not_gathered, ok
-from .accounts import TableFact, id_names, parse_table
+from . import Check, Env, Outcome, Resource, cut, not_gathered, ok, state_outcome
+from .accounts import Table, TableFact, id_names, table_of
 
 MODE = re.compile(r"^0?[0-7]{3,4}$")
+CONTENT_BYTES = 1 << 20
 _STAT = "stat -c '%f %u %g %s'"
+_STAT_LINE = re.compile(r"^([LF]) ([0-9a-f]{1,8}) (\d{1,10}) (\d{1,10}) (\d{1,20})$")
 
 
 @dataclass(frozen=True)
@@ -24,21 +26,27 @@ class FileFact(Fact):
         return f"file:{self.path}"
 
     def script(self) -> str:
-        # L/F/M/U: symlink, other file, missing, cannot tell (a parent is unreadable). For a symlink,
-        # S is the stat of its target resolved inside the container's root, then T: its raw target.
-        return f"""p="$R"{q(self.path)}
-if [ -L "$p" ]; then printf 'L '; {_STAT} "$p"
-  t=$(readlink "$p"); case "$t" in /*) l="$R$t";; *) l="$(dirname "$p")/$t";; esac
-  [ -e "$l" ] && {{ printf 'S '; {_STAT} "$l"; }}
-  printf 'T:%s' "$t"
-elif [ -e "$p" ]; then printf 'F '; {_STAT} "$p"
-elif [ -d "$(dirname "$p")" ] && [ ! -x "$(dirname "$p")" ]; then echo U
+        # The parent directory is resolved inside the container's root, the last component is
+        # examined as it is: L (a symlink: its own lstat; S, the stat of what it resolves to inside
+        # the root; T:, its raw target), F (anything else), M (missing), U (a parent is not
+        # searchable), X (the path cannot be resolved: a link loop).
+        return f"""x={q(self.path)}
+b=${{x##*/}}; u=${{x%/*}}
+d=$(rp "${{u:-/}}") || {{ echo X; exit 0; }}
+d=${{d%.}}
+if [ -z "$b" ]; then f=$d; else f=${{d%/}}/$b; fi
+if [ -L "$f" ]; then printf 'L '; {_STAT} "$f"
+  l=$(readlink "$f" && echo .); l=${{l%.}}; l=${{l%"$NL"}}
+  r=$(rp "$x") && {{ r=${{r%.}}; [ -e "$r" ] && {{ printf 'S '; {_STAT} "$r"; }}; }}
+  printf 'T:%s' "$l"
+elif [ -e "$f" ]; then printf 'F '; {_STAT} "$f"
+elif [ -d "$d" ] && [ ! -x "$d" ]; then echo U
 else echo M; fi"""
 
 
 @dataclass(frozen=True)
 class FileInfo:
-    state: str  # present, missing, unknown
+    state: str  # present, missing, unknown (U), unresolvable (X), malformed
     mode: int = 0  # st_mode (type and permission bits)
     uid: int = -1
     gid: int = -1
@@ -48,22 +56,27 @@ class FileInfo:
 
 
 def parse_file(payload: bytes) -> FileInfo:
+    """What the script printed; anything that is not exactly that is `malformed` (an error)."""
     text = payload.decode(errors="surrogateescape")
     first, _, rest = text.partition("\n")
-    if first.startswith("M"):
-        return FileInfo("missing")
-    if first[:1] not in ("L", "F"):
-        return FileInfo("unknown")
-    parts = first.split()
-    mode, uid, gid, size = int(parts[1], 16), int(parts[2]), int(parts[3]), int(parts[4])
-    if first.startswith("F"):
-        return FileInfo("present", mode, uid, gid, size)
+    if first in ("M", "U", "X") and not rest:
+        return FileInfo({"M": "missing", "U": "unknown", "X": "unresolvable"}[first])
+    found = _STAT_LINE.match(first)
+    if found is None:
+        return FileInfo("malformed")
+    kind, mode, uid, gid, size = found.groups()
+    if kind == "F":
+        return FileInfo("present", int(mode, 16), int(uid), int(gid), int(size)) if not rest else FileInfo("malformed")
     target_mode = None
     if rest.startswith("S "):
         stat_line, _, rest = rest.partition("\n")
-        target_mode = int(stat_line.split()[1], 16)
-    link = rest[2:] if rest.startswith("T:") else None
-    return FileInfo("present", mode, uid, gid, size, link, target_mode)
+        target = _STAT_LINE.match(f"F {stat_line[2:]}")
+        if target is None:
+            return FileInfo("malformed")
+        target_mode = int(target.group(2), 16)
+    if not rest.startswith("T:"):
+        return FileInfo("malformed")
+    return FileInfo("present", int(mode, 16), int(uid), int(gid), int(size), rest[2:], target_mode)
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,11 @@ class GrepFact(Fact):
         return f"grep:{self.path}\0{self.pattern}"
 
     def script(self) -> str:
-        return f"""p="$R"{q(self.path)}
-if [ -f "$p" ] && [ -r "$p" ]; then grep -Eq -e {q(self.pattern)} -- "$p"; r=$?
-  case $r in 0) echo 1;; 1) echo 0;; *) echo U;; esac
-elif [ -e "$p" ]; then echo U; else echo M; fi"""
+        # Only a regular file's first bytes are matched, inside the container: 1 or 0 comes back.
+        return f"""if reg {q(self.path)} {CONTENT_BYTES}; then
+  head -c {CONTENT_BYTES} "$p" | grep -Eq -e {q(self.pattern)}
+  case $? in 0) echo 1;; 1) echo 0;; *) echo E;; esac
+else echo "$st"; fi"""
 
 
 def _mode(value: int) -> str:
@@ -98,8 +112,8 @@ class _File:
     path: str
     info: FileInfo
     env: Env
-    users: list[list[str]] | None
-    groups: list[list[str]] | None
+    users: Table | None
+    groups: Table | None
 
     @property
     def res(self) -> str:
@@ -154,8 +168,7 @@ class FileResource(Resource):
 
     def evaluate(self, check: Check, env: Env) -> list[Outcome]:
         e = check.expect
-        users = parse_table(sec.payload) if (sec := env.section(TableFact("/etc/passwd"))) else None
-        groups = parse_table(sec.payload) if (sec := env.section(TableFact("/etc/group"))) else None
+        users, groups = table_of(env, "/etc/passwd"), table_of(env, "/etc/group")
         out: list[Outcome] = []
         for path in _paths(check.target):
             res = f"File {path}"
@@ -164,6 +177,12 @@ class FileResource(Resource):
                 out.append(not_gathered(f"{res} is examined", "file"))
                 continue
             info = parse_file(section.payload)
+            if why := cut(section) or {
+                "unresolvable": "its path cannot be resolved inside the container (a link loop)",
+                "malformed": "the scan's answer about it is malformed",
+            }.get(info.state):
+                out.append(Outcome("error", f"{res} is examined", why, "file"))
+                continue
             if info.state == "unknown":
                 why = "cannot examine it: a parent directory is not readable in the container"
                 out.append(Outcome("skipped", f"{res} is examined", why, "file"))
@@ -224,9 +243,13 @@ class FileResource(Resource):
     def _id_check(self, f: _File, want: Any, key: str) -> Outcome:
         table = f.users if key == "owner" else f.groups
         number = f.info.uid if key == "owner" else f.info.gid
+        desc = f"{f.res} {key} is expected to be {want}"
+        if not str(want).isdigit() and (table is None or table.state != "OK"):
+            why = "the account table that names its owner could not be read whole"
+            return Outcome("error", desc, why, "file")
         name = id_names(table).get(number, str(number))
         match = str(want) == str(number) if str(want).isdigit() else str(want) == name
-        return ok(match, f"{f.res} {key} is expected to be {want}", f"{key} is {name} ({number})", "file")
+        return ok(match, desc, f"{key} is {name} ({number})", "file")
 
     def expect_owner(self, f: _File, want: Any, check: Check) -> Outcome:
         return self._id_check(f, want, "owner")
@@ -256,8 +279,12 @@ class FileResource(Resource):
         if grep is None:
             return not_gathered(desc, "file")
         answer = grep.payload.strip()
+        if why := cut(grep):
+            return Outcome("error", desc, why, "file")
         if answer not in (b"0", b"1"):
-            return Outcome("skipped", desc, "the content could not be read in the container", "file")
+            if answer == b"U":
+                return Outcome("skipped", desc, "the content could not be read in the container", "file")
+            return state_outcome(answer.decode(errors="replace") or "?", "its content", desc, "file")
         matched = answer == b"1"
         return ok(matched != negate, desc, "it matches" if matched else "it does not match", "file")
 

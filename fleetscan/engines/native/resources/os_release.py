@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..facts import Fact
-from . import Check, Env, Missing, Outcome, Resource, listing, not_gathered, ok
+from . import Check, Env, Missing, Outcome, Resource, cut, listing, not_gathered, ok, state_outcome
+
+RELEASE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -15,10 +17,17 @@ class OsReleaseFact(Fact):
     def key(self) -> str:
         return "os_release"
 
+    def limit(self) -> int:
+        return RELEASE_BYTES + 16
+
     def script(self) -> str:
-        return """if [ -r "$R/etc/os-release" ]; then echo OK; cat "$R/etc/os-release"
-elif [ -r "$R/usr/lib/os-release" ]; then echo OK; cat "$R/usr/lib/os-release"
-else echo M; fi"""
+        limit = RELEASE_BYTES
+        return f"""reg /etc/os-release {limit} || {{ [ "$st" = M ] && reg /usr/lib/os-release {limit}; }}
+if [ -z "$st" ]; then echo OK; head -c {limit} "$p"; else echo "$st"; fi"""
+
+
+def release_state(payload: bytes) -> str:
+    return payload.split(b"\n", 1)[0].decode(errors="replace").strip() or "?"
 
 
 def parse_os_release(payload: bytes) -> dict[str, str] | None:
@@ -47,9 +56,15 @@ class OsReleaseResource(Resource):
         return [OsReleaseFact()]
 
     def state(self, check: Check, env: Env) -> Any:
+        desc = "os-release is examined"
         section = env.section(OsReleaseFact())
         if section is None:
-            return Missing([not_gathered("os-release is examined", "os_release")])
+            return Missing([not_gathered(desc, "os_release")])
+        if why := cut(section):
+            return Missing([Outcome("error", desc, f"os-release: {why}", "os_release")])
+        state = release_state(section.payload)
+        if state not in ("OK", "M", "U"):  # a link loop, a device, a huge file: not a missing release
+            return Missing([state_outcome(state, "/etc/os-release", desc, "os_release")])
         return parse_os_release(section.payload)
 
     def expect_exists(self, values: dict[str, str] | None, want: Any, check: Check) -> Outcome:

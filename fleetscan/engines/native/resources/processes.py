@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..facts import Fact
-from . import Check, Env, Missing, Outcome, Resource, listing, not_gathered, ok
+from . import Check, Env, Missing, Outcome, Resource, cut, listing, not_gathered, ok
 
 
 @dataclass(frozen=True)
 class ProcessesFact(Fact):
-    """Processes of the target container: same mount namespace as the process whose root is $R."""
+    """Processes of the target container (same mount namespace as the process whose root is $R),
+    one NUL-terminated record each: pid, ppid and uid (digits, checked) and the name of argv[0]
+    only, so no argument (a password on a command line) leaves the container and no command line
+    can forge a record."""
 
     def key(self) -> str:
         return "processes"
@@ -23,7 +26,8 @@ echo "OK $$"
 for d in /proc/[0-9]*; do
   [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$want" ] || continue
   s=$(awk '/^PPid:/{pp=$2} /^Uid:/{u=$2} END{print pp " " u}' "$d/status" 2>/dev/null) || continue
-  printf '%s %s ' "${d#/proc/}" "$s"; tr '\0' ' ' < "$d/cmdline" 2>/dev/null; echo
+  a=$(head -c 256 "$d/cmdline" 2>/dev/null | tr '\0\n' '\n ' | head -n 1)
+  printf '%s %s %s\0' "${d#/proc/}" "$s" "${a##*/}"
 done"""
 
 
@@ -32,12 +36,7 @@ class Process:
     pid: int
     ppid: int
     uid: int
-    cmdline: str
-
-    @property
-    def name(self) -> str:
-        first = self.cmdline.split(" ", 1)[0]
-        return first.rsplit("/", 1)[-1]
+    name: str
 
 
 def parse_processes(payload: bytes) -> list[Process] | None:
@@ -45,13 +44,12 @@ def parse_processes(payload: bytes) -> list[Process] | None:
     first, _, rest = text.partition("\n")
     if not first.startswith("OK"):
         return None
-    me = int(first.split()[1]) if len(first.split()) > 1 else -1
+    me = int(first.split()[1]) if len(first.split()) > 1 and first.split()[1].isdigit() else -1
     procs = []
-    for line in rest.splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) >= 3 and all(p.isdigit() for p in parts[:3]):
-            command = (parts[3] if len(parts) > 3 else "").strip()
-            procs.append(Process(int(parts[0]), int(parts[1]), int(parts[2]), command))
+    for record in rest.split("\0"):
+        parts = record.split(" ", 3)
+        if len(parts) >= 3 and all(p.isascii() and p.isdigit() for p in parts[:3]):
+            procs.append(Process(int(parts[0]), int(parts[1]), int(parts[2]), parts[3] if len(parts) > 3 else ""))
     # drop the script itself and what it started (exec approach: it runs inside the target)
     ours = {me}
     changed = True
@@ -74,6 +72,8 @@ class ProcessesResource(Resource):
         section = env.section(ProcessesFact())
         if section is None:
             return Missing([not_gathered("processes are examined", "processes")])
+        if why := cut(section):
+            return Missing([Outcome("error", "processes are examined", f"the process list: {why}", "processes")])
         procs = parse_processes(section.payload)
         if procs is None:
             why = "/proc cannot be read where the scan runs"

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..facts import Fact, q
 from ..script import Section
-from . import Check, Env, Missing, Outcome, Resource, listing, not_gathered, ok
+from . import Check, Env, Missing, Outcome, Resource, cut, listing, not_gathered, ok
+from .accounts import TABLE_BYTES
 
 KINDS = ("world_writable", "setuid", "setgid", "unowned", "private_keys", "pattern")
 WHAT = {
@@ -21,10 +22,14 @@ WHAT = {
 }
 
 
+ERRORS_KEPT = 2048  # bytes of find's complaints kept to tell "permission denied" from worse
+
+
 @dataclass(frozen=True)
 class SearchFact(Fact):
-    """Files under roots, found with `find -xdev` (NUL-separated: any file name survives); content
-    searches print names only, never content."""
+    """Files under roots, found with `find -P -xdev` (never following a link, never leaving a
+    filesystem), NUL-separated so any file name survives; content searches print names only, never
+    content. After each root, a record `F:ok|denied|error` says whether find read everything."""
 
     roots: tuple[str, ...]
     find: str
@@ -49,6 +54,10 @@ class SearchFact(Fact):
     def limit(self) -> int:
         return self.max_bytes
 
+    @property
+    def by_line(self) -> bool:
+        return self.find in ("private_keys", "pattern")  # grep -l prints one name a line
+
     def _prune(self) -> str:
         paths = ["/proc", "/sys", "/dev", *self.exclude]
         return " -o ".join(f'-path "$R"{q(p.rstrip("/") or "/")}' for p in paths)
@@ -60,45 +69,60 @@ class SearchFact(Fact):
             "setgid": "-type f -perm -2000",
             "unowned": r'-type f \( ! \( "$@" \) -o ! \( $G \) \)',
         }
-        lines = ["command -v find >/dev/null 2>&1 || { echo X; exit 0; }", "echo OK", 'NL=$(printf "\\nx"); NL=${NL%x}']
+        sep = r"\n" if self.by_line else r"\0"
+        lines = [
+            "command -v find >/dev/null 2>&1 || { echo X; exit 0; }",
+            "echo OK",
+            "exec 3>&1",
+            f"done_() {{ printf 'F:%s{sep}' \"$1\"; }}",
+        ]
         if self.find == "unowned":
-            # known ids as `-user N -o -user M ...`, read from the container's own tables
+            # the known ids, read from the container's own tables: digits only, validated, so
+            # nothing of the container is ever expanded or globbed into the command line
+            valid = "$3 ~ /^[0-9]+$/ && length($3) <= 10 && $3 + 0 <= 4294967294 {print $3}"
             lines += [
-                'set --; for u in $(cut -d: -f3 "$R/etc/passwd" 2>/dev/null); do '
-                '[ $# -gt 0 ] && set -- "$@" -o; set -- "$@" -user "$u"; done; [ $# -eq 0 ] && set -- -user 0',
-                'G=""; for g in $(cut -d: -f3 "$R/etc/group" 2>/dev/null); do '
-                'G="$G${G:+ -o }-group $g"; done; [ -z "$G" ] && G="-group 0"',
+                f'ids() {{ reg "$1" {TABLE_BYTES} && head -c {TABLE_BYTES} "$p" | awk -F: {q(valid)}; }}',
+                f'for t in /etc/passwd /etc/group; do reg "$t" {TABLE_BYTES} || [ "$st" = M ] || done_ error; done',
+                'set --; for u in $(ids /etc/passwd); do [ $# -gt 0 ] && set -- "$@" -o; set -- "$@" -user "$u"; done',
+                "[ $# -eq 0 ] && set -- -user 0",
+                'G=""; for g in $(ids /etc/group); do G="$G${G:+ -o }-group $g"; done; [ -z "$G" ] && G="-group 0"',
             ]
+        if self.by_line:
+            pattern = self.pattern or r"-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"
+            what = f'-type f -size -{self.max_file_kb}k ! -name "*$NL*" -exec grep -lE -e {q(pattern)} -- {{}} +'
+        else:
+            what = f"\\( {cond[self.find]} \\) -print0"
         for root in self.roots:
-            start = f'"$R"{q(root)}'
-            if self.find in ("private_keys", "pattern"):
-                pattern = self.pattern or r"-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"
-                # names with a newline are left out: grep -l prints one name per line
-                lines.append(
-                    f"find {start} -xdev \\( {self._prune()} \\) -prune -o -type f -size -{self.max_file_kb}k "
-                    f'! -name "*$NL*" -exec grep -lE -e {q(pattern)} -- {{}} + 2>/dev/null'
-                )
-            else:
-                lines.append(
-                    f"find {start} -xdev \\( {self._prune()} \\) -prune -o \\( {cond[self.find]} \\) "
-                    "-print0 2>/dev/null"
-                )
+            lines.append(
+                f"""if at {q(root)}; then
+  if [ -d "$p" ]; then
+    e=$(find -P "$p" -xdev \\( {self._prune()} \\) -prune -o {what} 2>&1 >&3 3>&- | head -c {ERRORS_KEPT})
+    if [ -z "$e" ]; then done_ ok
+    elif [ "${{#e}}" -ge {ERRORS_KEPT} ] || printf '%s\\n' "$e" | grep -qv 'Permission denied'; then done_ error
+    else done_ denied; fi
+  fi
+elif [ "$p" = X ]; then done_ error; fi"""
+            )
         return "\n".join(lines)
 
 
-def parse_search(payload: bytes, root: str, find: str) -> tuple[list[str], bool] | None:
-    """(paths inside the container, complete?) or None when `find` is not available."""
+def parse_search(payload: bytes, root: str, find: str) -> tuple[list[str], set[str]] | None:
+    """(paths inside the container, how complete: {ok, denied, error}) or None when `find` is not
+    available. Paths always start with "/": a record that does not is one of the script's own."""
     if not payload.startswith(b"OK\n"):
         return None
-    body = payload[3:]
     separator = b"\n" if find in ("private_keys", "pattern") else b"\0"
-    items = [p for p in body.split(separator) if p]
     prefix = root.encode() if root else b""
-    paths = [
-        (p[len(prefix) :] if prefix and p.startswith(prefix) else p).decode(errors="surrogateescape") or "/"
-        for p in items
-    ]
-    return paths, True
+    paths, kinds = [], set()
+    for item in payload[3:].split(separator):
+        if not item:
+            continue
+        if not item.startswith(b"/"):
+            kinds.add(item.removeprefix(b"F:").decode(errors="replace") if item.startswith(b"F:") else "error")
+            continue
+        path = item[len(prefix) :] if prefix and item.startswith(prefix) else item
+        paths.append(path.decode(errors="surrogateescape") or "/")
+    return paths, kinds
 
 
 def _valid_path(path: Any) -> bool:
@@ -109,7 +133,19 @@ def _valid_path(path: Any) -> bool:
 class _Found:
     desc: str
     paths: list[str]
-    note: str
+    notes: list[str]
+    kinds: set[str]
+
+    @property
+    def note(self) -> str:
+        return f" ({'; '.join(self.notes)})" if self.notes else ""
+
+    def incomplete(self, desc: str) -> Outcome | None:
+        """An empty or short listing proves nothing when the search did not see everything."""
+        if self.notes and "the listing was cut" not in self.notes[0]:
+            status = "skipped" if self.kinds <= {"ok", "denied"} and "denied" in self.kinds else "error"
+            return Outcome(status, desc, f"found {len(self.paths)}: {listing(self.paths)}{self.note}", "search")
+        return None
 
 
 class SearchResource(Resource):
@@ -147,8 +183,16 @@ class SearchResource(Resource):
             return Missing([Outcome("skipped", desc, "`find` is not available where the scan runs", "search")])
         paths = sorted(set(parsed[0]))
         limit = int(spec.get("max_results") or 1000)
-        note = " (the listing was cut at its size limit)" if section.truncated or len(paths) > limit else ""
-        return _Found(desc, paths[:limit], note)
+        notes = []
+        if section.truncated or len(paths) > limit:  # only findings fill a listing: they stand
+            notes.append("the listing was cut at its size limit")
+        elif why := cut(section):
+            notes.append(why)
+        if "error" in parsed[1]:
+            notes.append("find could not read everything")
+        elif "denied" in parsed[1]:
+            notes.append("the scanning identity may not read some directories")
+        return _Found(desc, paths[:limit], notes, parsed[1])
 
     def expect_none(self, f: _Found, want: Any, check: Check) -> Outcome:
         why = f"found {len(f.paths)}: {listing(f.paths)}{f.note}"
