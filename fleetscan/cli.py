@@ -68,8 +68,10 @@ ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig co
 def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
     """Delete scan credentials left by killed runs once their expiry has passed."""
     from .errors import FleetscanError
-    from .kube.credentials import collect_garbage
+    from .kube.credentials import collect_garbage, sweep_kubeconfigs
 
+    for folder in sweep_kubeconfigs():
+        typer.echo(f"deleted the kubeconfig of a killed run: {folder}")
     kube = _client(kubeconfig, context)
     try:
         deleted = collect_garbage(kube)

@@ -334,3 +334,67 @@ def test_bad_kubeconfig_is_a_usage_error(tmp_path: Path, access: Emulator) -> No
     path = access.write_kubeconfig(tmp_path / "kc")
     with pytest.raises(UsageError, match="context 'nope'"):
         Kube.from_kubeconfig(str(path), "nope")
+
+
+def test_lists_are_paginated(tmp_path: Path) -> None:
+    """1,200 pods in one namespace, 500 a page: three LISTs, every pod found."""
+    from fleetscan.kube.client import ClientSettings
+
+    scenario = "scale:\n  namespaces: 1\n  pods_per_namespace: 1200\n  containers_per_pod: 1\n  image: busybox\n"
+    with Emulator(parse_scenario(scenario, "scale.yaml")) as emu:
+        path = emu.write_kubeconfig(tmp_path / "kc")
+        kube = Kube.from_kubeconfig(str(path), settings=ClientSettings(qps=1000, burst=1000, page_size=500))
+        emu.client().clear_audit()
+        found = discover(kube, Selection(namespaces=("scale-000",)))
+        lists = emu.client().audit(verb="list", resource="pods", namespace="scale-000")
+    assert len(found.targets) == 1200 and len({t.pod for t in found.targets}) == 1200
+    assert len(lists) == 3
+
+
+def test_a_stalled_api_server_is_a_clear_retryable_error(access: Emulator, tmp_path: Path) -> None:
+    from fleetscan.errors import Unreachable
+    from fleetscan.kube.client import ClientSettings
+    from fleetscan.retry import RetryPolicy
+
+    settings = ClientSettings(request_timeout=1.0, retry=RetryPolicy(retries=1, base_seconds=0.1))
+    kube = Kube.from_kubeconfig(str(access.write_kubeconfig(tmp_path / "kc")), settings=settings)
+    access.client().set_faults(latency=[{"path": "/namespaces/team-a/pods$", "seconds": 60}])
+    started = time.monotonic()
+    try:
+        with pytest.raises(Unreachable, match="did not answer within the request timeout") as err:
+            discover(kube, Selection(namespaces=("team-a",)))
+    finally:
+        access.client().clear_faults()
+    assert err.value.retryable and time.monotonic() - started < 10  # two tries of a second, not a hang
+
+
+def test_a_stalled_namespace_ends_with_error_records_while_the_rest_is_scanned(
+    access: Emulator, tmp_path: Path
+) -> None:
+    from fleetscan.settings import ScanParams
+
+    from .pipeline_helpers import scan_records
+
+    kube = Kube.from_kubeconfig(str(access.write_kubeconfig(tmp_path / "kc")))
+    stalled = Kube(kube.configuration, replace_settings(request_timeout=1.0))
+    access.client().set_faults(
+        latency=[{"path": "/namespaces/team-b/serviceaccounts$", "seconds": 60, "method": "POST"}]
+    )
+    try:
+        params = ScanParams(namespaces=["team-a", "team-b"], retries=0, approach="exec")
+        records = scan_records(stalled, tmp_path, params, ["web-aaaaa", "lonely"])
+    finally:
+        access.client().clear_faults()
+    by_pod = {r.key: r for r in records}
+    assert by_pod["team-a/web-aaaaa/web"].outcome in ("passed", "failed")
+    for key in ("team-b/lonely/main", "team-b/lonely/helper"):
+        assert by_pod[key].outcome == "error" and "did not answer within the request timeout" in by_pod[key].reason
+
+
+def replace_settings(**changes: object) -> object:
+    from dataclasses import replace
+
+    from fleetscan.kube.client import ClientSettings
+    from fleetscan.retry import RetryPolicy
+
+    return replace(ClientSettings(retry=RetryPolicy(retries=0)), **changes)

@@ -69,6 +69,7 @@ class Cluster:
     def shutdown(self) -> None:
         self.store.close_watches()
         self.pods.stop_all()
+        self.pods.runtime.cgroups.close()
         if self.userns is not None:
             self.userns.stop()
 

@@ -94,7 +94,8 @@ class PodRunner:
         env["HOSTNAME"] = pod["metadata"]["name"]
         env.setdefault("HOME", "/root")
         creds = Credentials.from_security_context(pod["spec"].get("securityContext"), spec.get("securityContext"))
-        return Container(spec["name"], image, creds, env, spec.get("workingDir") or "/"), ""
+        container_id = _container_id(pod["metadata"]["uid"], spec["name"]).split("://", 1)[1]
+        return Container(spec["name"], image, creds, env, spec.get("workingDir") or "/", container_id=container_id), ""
 
     def start(self, pod: Obj) -> None:
         """Start every container of a new pod (as the kubelet does), then write its status."""

@@ -156,6 +156,8 @@ class Container:
     helper: subprocess.Popen[bytes] | None = None
     directory: Path | None = None
     started_at: float = 0.0
+    container_id: str = ""  # as the pod status names it (without "containerd://")
+    cgroup: Path | None = None  # its processes' cgroup, named by the container id
 
     @property
     def alive(self) -> bool:
@@ -217,6 +219,67 @@ class UserNamespace:
             self.process.wait(timeout=10)
 
 
+class Cgroups:
+    """A cgroup per container in the cgroup v2 hierarchy, named by its container id, as a node's
+    runtime does: /proc/<pid>/cgroup then names the container a process belongs to. Where no
+    writable cgroup v2 hierarchy exists (rootless, or a host without one), containers run without,
+    and /proc/<pid>/cgroup shows the emulator's own cgroup."""
+
+    def __init__(self, tag: str) -> None:
+        self.root: Path | None = None
+        mount = _cgroup2_mount()
+        if mount is None or os.geteuid() != 0:
+            return
+        try:
+            root = mount / f"fleetscan-emu-{tag}"
+            root.mkdir(exist_ok=True)
+            self.root = root
+        except OSError as exc:
+            log.info("no per-container cgroups (%s)", exc)
+
+    def make(self, container_id: str) -> Path | None:
+        if self.root is None or not container_id:
+            return None
+        folder = self.root / container_id
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError:
+            return None
+        return folder
+
+    @staticmethod
+    def remove(folder: Path | None) -> None:
+        if folder is None:
+            return
+        for _ in range(50):  # a cgroup can be removed once its last process is reaped
+            try:
+                folder.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        if self.root is not None:
+            for child in self.root.iterdir():
+                if child.is_dir():
+                    self.remove(child)
+            self.remove(self.root)
+
+
+def _cgroup2_mount() -> Path | None:
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return Path(left.split()[4])
+    except OSError:
+        pass
+    return None
+
+
 class Runtime:
     def __init__(self, workdir: Path, helper: Path, userns: UserNamespace | None = None) -> None:
         self._dir = workdir
@@ -224,6 +287,9 @@ class Runtime:
         self._ids = itertools.count(1)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._join = ["-N", str(userns.pid)] if userns is not None else []
+        self.cgroups = Cgroups(f"{os.getpid()}-{id(self):x}") if userns is None else Cgroups("")
+        if userns is not None:
+            self.cgroups.root = None  # rootless: not ours to write
 
     # -- lifecycle ------------------------------------------------------------------------------
     def new_sandbox(self, share_pid: bool) -> Sandbox:
@@ -267,6 +333,9 @@ class Runtime:
         elif new_pid_ns or not sandbox.share_pid:
             args += ["-P"]
         args += ctr.creds.helper_args()
+        ctr.cgroup = self.cgroups.make(ctr.container_id)
+        if ctr.cgroup is not None:
+            args += ["-g", str(ctr.cgroup / "cgroup.procs")]
         entry = command or list(ctr.image.entrypoint or ())
         if entry:
             args += ["--", *entry]
@@ -318,6 +387,8 @@ class Runtime:
     def destroy(self, sandbox: Sandbox) -> None:
         members = list(sandbox.containers.values()) + ([sandbox.pause] if sandbox.pause else [])
         self.stop(members)
+        for ctr in members:
+            self.cgroups.remove(ctr.cgroup)
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
     # -- exec -----------------------------------------------------------------------------------
@@ -332,6 +403,7 @@ class Runtime:
             "-t",
             str(ctr.pid),
             *ctr.creds.helper_args(),
+            *(["-g", str(ctr.cgroup / "cgroup.procs")] if ctr.cgroup is not None else []),
             "-d",
             ctr.workdir or "/",
             "-s",

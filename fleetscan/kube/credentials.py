@@ -261,9 +261,9 @@ class NamespaceCredentials:
 
     @contextlib.contextmanager
     def kubeconfig(self) -> Iterator[Path]:
-        """A kubeconfig holding the narrow token, for external tools: mode 0600 in a private folder,
-        deleted afterwards."""
-        folder = Path(tempfile.mkdtemp(prefix="fleetscan-kc-"))  # mkdtemp makes it 0700
+        """A kubeconfig holding the narrow token, for external tools: mode 0600 in a private folder
+        named by this process, deleted afterwards (`sweep_kubeconfigs` removes a killed run's)."""
+        folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=credential_folder()))  # 0700
         path = folder / "kubeconfig"
         try:
             cfg = self._kube.configuration
@@ -291,6 +291,39 @@ class NamespaceCredentials:
             yield path
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def credential_folder() -> Path:
+    """Where kubeconfigs holding a scan token live while an external tool runs: the user's runtime
+    folder ($XDG_RUNTIME_DIR, a tmpfs cleared at logout) or ~/.cache/fleetscan/credentials, 0700."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime) / "fleetscan" if runtime else Path.home() / ".cache" / "fleetscan" / "credentials"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
+def sweep_kubeconfigs() -> list[Path]:
+    """Remove the kubeconfigs of processes that died without cleaning up (SIGKILL): their tokens
+    stay valid until they expire or `fleetscan gc` deletes their ServiceAccount, but no longer on disk."""
+    removed = []
+    for folder in credential_folder().iterdir():
+        pid = folder.name.split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sweep(kube: Kube, selector: str, doomed: Callable[[str, Any], bool]) -> list[str]:

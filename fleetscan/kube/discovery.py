@@ -136,7 +136,9 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
     sidecar_name = annotations.get(SIDECAR, DEFAULT_SIDECAR)
     names = [c.name for c in spec.containers]
     sidecar = sidecar_name if sidecar_name in names and spec.share_process_namespace else None
-    running = {s.name for s in (pod.status.container_statuses or []) if s.state and s.state.running}
+    statuses = pod.status.container_statuses or []
+    running = {s.name for s in statuses if s.state and s.state.running}
+    ids = {s.name: str(s.container_id or "").split("://")[-1] for s in statuses}
     targets: list[Target] = []
     skipped: list[Skipped] = []
     for ctr in spec.containers:
@@ -169,6 +171,7 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
                 ephemeral_containers=tuple(e.name for e in spec.ephemeral_containers or []),
                 host_path_volumes=tuple(v.host_path.path for v in spec.volumes or [] if v.host_path),
                 node=str(spec.node_name or ""),
+                container_id=ids.get(ctr.name, ""),
             )
         )
     return targets, skipped

@@ -68,6 +68,7 @@ class Target:
     host_path_volumes: tuple[str, ...] = ()
     represents: tuple[str, ...] = ()  # other pods of the same workload revision (--one-per-workload)
     node: str = ""  # spec.nodeName: scans per node are bounded
+    container_id: str = ""  # the runtime's id of the container (status.containerStatuses[].containerID)
 
     @property
     def key(self) -> str:

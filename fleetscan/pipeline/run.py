@@ -12,7 +12,7 @@ from .. import engines
 from ..access import AccessSettings
 from ..engines import Engine
 from ..kube.client import ClientSettings, Kube, connect
-from ..kube.credentials import revoke_run
+from ..kube.credentials import revoke_run, sweep_kubeconfigs
 from ..kube.discovery import Discovery, discover
 from ..kube.pods import ephemeral_containers_supported
 from ..kube.targets import Target
@@ -85,6 +85,7 @@ class RunSetup:
 def prepare(params: ScanParams) -> RunSetup:
     """Inputs checked, the run directory opened, then the first cluster call."""
     engine, threshold = check_inputs(params)
+    sweep_kubeconfigs()  # what a killed run left on disk goes before this one starts
     kube = client_for(params)
     run = RunDir.open(
         Path(params.out),

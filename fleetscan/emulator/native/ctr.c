@@ -127,6 +127,20 @@ static void setup_root(const char *root, const char *lower, const char *upper, c
     if (chdir("/") != 0) die("chdir /");
 }
 
+/* -g FILE: the cgroup.procs file of the container's cgroup, opened while the host's /sys is still
+ * visible; the child writes itself into it before it drops its privileges. */
+static int open_cgroup(const char *path) {
+    return path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+}
+
+static void join_cgroup(int fd) {
+    if (fd < 0) return;
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (write(fd, pid, (size_t)n) != n) { /* a container without its cgroup still runs */ }
+    close(fd);
+}
+
 static void parse_creds(struct creds *c, int opt, const char *arg) {
     if (opt == 'U') { c->set_ids = 1; c->uid = (uid_t)strtoul(arg, NULL, 10); }
     if (opt == 'G') { c->set_ids = 1; c->gid = (gid_t)strtoul(arg, NULL, 10); }
@@ -162,13 +176,14 @@ static int wait_status(pid_t child) {
 
 /* start -r ROOT [-l LOWER -u UPPER -w WORK] [-P | -j PID] [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-- argv] */
 static int start_main(int argc, char **argv) {
-    const char *root = NULL, *lower = NULL, *upper = NULL, *work = NULL;
+    const char *root = NULL, *lower = NULL, *upper = NULL, *work = NULL, *cgroup = NULL;
     int new_pidns = 0;
     pid_t join = 0, keeper = 0;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:N:U:G:c:")) != -1) {
+    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:N:U:G:c:g:")) != -1) {
         switch (opt) {
+        case 'g': cgroup = optarg; break;
         case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'r': root = optarg; break;
         case 'l': lower = optarg; break;
@@ -187,6 +202,7 @@ static int start_main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     if (self < 0) die("open self");
+    int cgroup_fd = open_cgroup(cgroup);
     if (keeper) join_keeper(keeper, 1);
     if (join) {
         char nspath[64];
@@ -205,6 +221,7 @@ static int start_main(int argc, char **argv) {
     if (child == 0) {
         close(sync[0]);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        join_cgroup(cgroup_fd);
         if (unshare(CLONE_NEWNS) != 0) die("new mount namespace");
         setup_root(root, lower, upper, work);
         apply_creds(&c);
@@ -234,12 +251,13 @@ static int start_main(int argc, char **argv) {
 /* exec -t PID [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-d DIR] [-s FD] -- argv */
 static int exec_main(int argc, char **argv) {
     pid_t target = 0, keeper = 0;
-    const char *dir = "/";
+    const char *dir = "/", *cgroup = NULL;
     int status_fd = -1;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+t:N:U:G:c:d:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "+t:N:U:G:c:d:s:g:")) != -1) {
         switch (opt) {
+        case 'g': cgroup = optarg; break;
         case 't': target = (pid_t)atoi(optarg); break;
         case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'd': dir = optarg; break;
@@ -251,6 +269,7 @@ static int exec_main(int argc, char **argv) {
     signal(SIGTERM, forward_kill);
     signal(SIGINT, forward_kill);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int cgroup_fd = open_cgroup(cgroup);
     if (keeper) join_keeper(keeper, 0);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/root", target);
@@ -268,6 +287,7 @@ static int exec_main(int argc, char **argv) {
     forward_pid = child;
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        join_cgroup(cgroup_fd);
         if (chdir(dir) != 0 && chdir("/") != 0) die("chdir");
         apply_creds(&c);
         if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC); /* argv must not inherit it */

@@ -184,7 +184,7 @@ class SearchResource(Resource):
         paths = sorted(set(parsed[0]))
         limit = int(spec.get("max_results") or 1000)
         notes = []
-        if section.truncated or len(paths) > limit:  # only findings fill a listing: they stand
+        if paths and (section.truncated or len(paths) > limit):  # only findings fill a listing: they stand
             notes.append("the listing was cut at its size limit")
         elif why := cut(section):
             notes.append(why)
@@ -195,18 +195,22 @@ class SearchResource(Resource):
         return _Found(desc, paths[:limit], notes, parsed[1])
 
     def expect_none(self, f: _Found, want: Any, check: Check) -> Outcome:
+        desc = f"no {f.desc} are expected"
         why = f"found {len(f.paths)}: {listing(f.paths)}{f.note}"
-        return ok(not f.paths if want else True, f"no {f.desc} are expected", why, "search")
+        if not want or f.paths:  # what was found stands, however much was missed
+            return ok(not f.paths if want else True, desc, why, "search")
+        return f.incomplete(desc) or ok(True, desc, why, "search")
 
     def expect_max(self, f: _Found, want: Any, check: Check) -> Outcome:
+        desc = f"at most {want} {f.desc} are expected"
         why = f"found {len(f.paths)}: {listing(f.paths)}{f.note}"
-        return ok(len(f.paths) <= int(want), f"at most {want} {f.desc} are expected", why, "search")
+        if len(f.paths) > int(want):
+            return ok(False, desc, why, "search")
+        return f.incomplete(desc) or ok(True, desc, why, "search")
 
     def expect_only(self, f: _Found, want: Any, check: Check) -> Outcome:
+        desc = f"{f.desc} are expected to be only {listing(list(want))}"
         extra = [p for p in f.paths if not any(fnmatch.fnmatchcase(p, g) for g in want)]
-        return ok(
-            not extra,
-            f"{f.desc} are expected to be only {listing(list(want))}",
-            f"also: {listing(extra)}{f.note}",
-            "search",
-        )
+        if extra:
+            return ok(False, desc, f"also: {listing(extra)}{f.note}", "search")
+        return f.incomplete(desc) or ok(True, desc, f"also: {listing(extra)}{f.note}", "search")
