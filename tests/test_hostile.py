@@ -254,7 +254,7 @@ def test_odd_ids_are_findings_and_container_data_is_never_expanded(kube: Kube, t
 def test_a_directory_the_scan_may_not_read_is_not_reviewed_not_passed(kube: Kube, tmp_path: Path) -> None:
     records = scan(kube, tmp_path, ["denied"], profile=str(DATA / "profiles" / "ids.yml"))
     denied = results(tmp_path, records["denied"])["I-WW"][0]  # uid 1000 may not enter /root
-    assert denied[0] == "skipped" and "may not read some directories" in denied[1], denied
+    assert denied[0] == "skipped" and "may not read some files or directories" in denied[1], denied
 
 
 @pytest.mark.parametrize(

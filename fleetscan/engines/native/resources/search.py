@@ -191,7 +191,7 @@ class SearchResource(Resource):
         if "error" in parsed[1]:
             notes.append("find could not read everything")
         elif "denied" in parsed[1]:
-            notes.append("the scanning identity may not read some directories")
+            notes.append("the scanning identity may not read some files or directories")
         return _Found(desc, paths[:limit], notes, parsed[1])
 
     def expect_none(self, f: _Found, want: Any, check: Check) -> Outcome:
