@@ -65,7 +65,13 @@ ContextOpt = Annotated[str | None, typer.Option("--context", help="Kubeconfig co
 
 
 @app.command()
-def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
+def gc(
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespaces: Annotated[
+        str, typer.Option(help="Sweep only these namespaces (an orchestrator with namespaced RBAC).")
+    ] = "",
+) -> None:
     """Delete scan credentials left by killed runs once their expiry has passed."""
     from .errors import FleetscanError
     from .kube.credentials import collect_garbage, sweep_kubeconfigs
@@ -74,7 +80,7 @@ def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
         typer.echo(f"deleted the kubeconfig of a killed run: {folder}")
     kube = _client(kubeconfig, context)
     try:
-        deleted = collect_garbage(kube)
+        deleted = collect_garbage(kube, namespaces=_split(namespaces) or None)
     except FleetscanError as exc:
         _fail(str(exc), EX_ERROR)
         return
@@ -85,23 +91,40 @@ def gc(kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
 
 @app.command()
 def rbac(
-    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the pods.")],
-    pods: Annotated[str, typer.Option(help="Comma-separated pods to scan.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the pods.")] = "",
+    pods: Annotated[str, typer.Option(help="Comma-separated pods to scan.")] = "",
     debug: Annotated[str, typer.Option(help="Comma-separated pods reached by a debug container.")] = "",
-    run_id: Annotated[str, typer.Option("--run-id", help="Run id used in the object names.")] = "example",
+    run_id: Annotated[str, typer.Option("--run-id", help="Run id in the objects' labels.")] = "example",
     token_seconds: Annotated[int, typer.Option(help="Token lifetime in seconds (at least 600).")] = 900,
+    orchestrator: Annotated[
+        bool, typer.Option("--orchestrator", help="Print the orchestrator's own RBAC instead of a run's.")
+    ] = False,
+    namespaces: Annotated[
+        str, typer.Option(help="With --orchestrator: Roles in only these namespaces, instead of a ClusterRole.")
+    ] = "",
+    service_account: Annotated[
+        str, typer.Option(help="With --orchestrator: the orchestrator's ServiceAccount, NAMESPACE/NAME.")
+    ] = "fleetscan/fleetscan",
 ) -> None:
-    """Print the ServiceAccount, Role and RoleBinding a run would create in a namespace."""
+    """Print the ServiceAccount, Role and RoleBinding a run creates in a namespace, or (--orchestrator)
+    the orchestrator's own ClusterRole or per-namespace Roles."""
     import yaml
 
     from .access import REGISTRY
     from .errors import UsageError
     from .kube.credentials import CredentialSettings, manifests
+    from .kube.rbac import orchestrator_manifests
 
-    scanned, debugged = _split(pods), _split(debug)
-    rules = REGISTRY["exec"].rules(scanned) + (REGISTRY["debug"].rules(debugged) if debugged else [])
     try:
-        docs = manifests(namespace, run_id, rules, CredentialSettings(token_seconds=token_seconds))
+        if orchestrator:
+            ns, _, name = service_account.partition("/")
+            docs = orchestrator_manifests(_split(namespaces) or None, (ns, name or "fleetscan"))
+        else:
+            if not namespace or not pods:
+                _fail("give --namespace and --pods (or --orchestrator)")
+            scanned, debugged = _split(pods), _split(debug)
+            rules = REGISTRY["exec"].rules(scanned) + (REGISTRY["debug"].rules(debugged) if debugged else [])
+            docs = manifests(namespace, run_id, rules, CredentialSettings(token_seconds=token_seconds))
     except UsageError as exc:
         _fail(str(exc))
         return

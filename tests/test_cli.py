@@ -24,7 +24,8 @@ def test_rbac_prints_the_manifests_a_run_creates() -> None:
     )
     sa, role, binding = yaml.safe_load_all(out.stdout)
     assert [d["kind"] for d in (sa, role, binding)] == ["ServiceAccount", "Role", "RoleBinding"]
-    assert {d["metadata"]["name"] for d in (sa, role, binding)} == {"fleetscan-nightly"}
+    assert {d["metadata"]["name"] for d in (sa, role, binding)} == {"fleetscan-scan-0"}  # a slot
+    assert {d["metadata"]["labels"]["fleetscan.io/run-id"] for d in (sa, role, binding)} == {"nightly"}
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "resourceNames": ["api-0", "web-1"]},
         {
@@ -42,7 +43,7 @@ def test_rbac_prints_the_manifests_a_run_creates() -> None:
             "resourceNames": ["api-0"],
         },
     ]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fleetscan-nightly", "namespace": "shop"}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fleetscan-scan-0", "namespace": "shop"}]
     assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fleetscan"
 
 

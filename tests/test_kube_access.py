@@ -185,7 +185,7 @@ def test_long_namespaces_refresh_before_expiry_and_stay_out_of_gc(kube: Kube) ->
 
 def test_cleanup_when_scanning_raises(kube: Kube) -> None:
     with pytest.raises(RuntimeError, match="boom"), NamespaceCredentials(kube, "team-a", "run7", grants(["web-aaaaa"])):
-        assert leftovers(kube) == ["fleetscan-run7"] * 3
+        assert leftovers(kube) == ["fleetscan-scan-0"] * 3
         raise RuntimeError("boom")
     assert leftovers(kube) == []
 
@@ -208,11 +208,11 @@ def test_gc_removes_a_killed_runs_objects(access: Emulator, kube: Kube, tmp_path
         )
         assert out.returncode == 0, out.stderr
         assert sorted(out.stdout.split("\n")[:3]) == [
-            "deleted role/team-a/fleetscan-killed",
-            "deleted rolebinding/team-a/fleetscan-killed",
-            "deleted serviceaccount/team-a/fleetscan-killed",
+            "deleted role/team-a/fleetscan-scan-0",
+            "deleted rolebinding/team-a/fleetscan-scan-0",
+            "deleted serviceaccount/team-a/fleetscan-scan-0",
         ]
-        assert sorted(leftovers(kube)) == ["fleetscan-running"] * 3  # a live run's objects stay
+        assert sorted(leftovers(kube)) == ["fleetscan-scan-0"] * 3  # a live run's objects stay
         later = datetime.now(UTC) + timedelta(hours=1)
         assert len(collect_garbage(kube, now=later)) == 3
     finally:

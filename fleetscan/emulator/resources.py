@@ -94,6 +94,7 @@ RESOURCES: tuple[ResourceType, ...] = (
         (Subresource("token", "TokenRequest", ("create",), "authentication.k8s.io", "v1"),),
     ),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+    ResourceType("", "v1", "secrets", "Secret", True, "secret"),
     ResourceType(
         "apps", "v1", "deployments", "Deployment", True, "deployment", ("deploy",), CRUD, _APPS_SUBS, ("all",)
     ),
@@ -119,6 +120,26 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
     ResourceType(
         "rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding"
+    ),
+    # Stored and served (kubectl maps and validates them), never enforced: the emulator has no CEL.
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        False,
+        "validatingadmissionpolicy",
+        (),
+        CRUD,
+        (Subresource("status", "ValidatingAdmissionPolicy", ("get", "patch", "update")),),
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+        "validatingadmissionpolicybinding",
     ),
     ResourceType(
         "authorization.k8s.io",

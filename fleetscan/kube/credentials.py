@@ -2,9 +2,12 @@
 a RoleBinding and a short-lived TokenRequest token, all deleted when the namespace is done.
 
 The orchestrator's own identity creates these objects and never execs; the scan holds only the
-narrow token. Kubernetes lets an identity grant only what it holds (or with `escalate`/`bind`), so
-the orchestrator's ClusterRole (deployments/rbac/orchestrator.yaml) includes the exec rights it
-delegates.
+narrow token. Its RBAC may mint tokens for, patch and delete only fleetscan's own objects: a fixed
+pool of slot names per namespace (`fleetscan-scan-0` ... `fleetscan-scan-7`), listed in its
+`resourceNames` (RBAC has no name patterns). A run claims a free slot with an optimistic create
+and releases it at the end, so concurrent runs in one namespace stay apart. It touches no object
+it did not make: an existing object is adopted only when it carries fleetscan's labels, this
+run's id and the expected roleRef and subjects.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import Conflict, FleetscanError, Forbidden, NotFound, UsageError
+from ..errors import Conflict, FleetscanError, Forbidden, KubeError, NotFound, UsageError
 from .client import Kube
 from .names import check_label, check_subdomain
 
@@ -53,8 +56,36 @@ class CredentialSettings:
             )
 
 
-def object_name(run_id: str) -> str:
-    return f"fleetscan-{check_label(run_id, 'run id')}"[:63].rstrip("-")
+SLOTS = 8  # concurrent runs per namespace; the orchestrator's RBAC names each slot
+SLOT_PREFIX = "fleetscan-scan-"
+
+
+def slot_names() -> list[str]:
+    return [f"{SLOT_PREFIX}{i}" for i in range(SLOTS)]
+
+
+class ForeignObject(KubeError):
+    """An object in fleetscan's way that fleetscan did not make (or another run holds): left alone."""
+
+    status = 409
+
+
+def _labels(obj: Any) -> dict[str, str]:
+    return dict(getattr(obj.metadata, "labels", None) or {})
+
+
+def _run_of(obj: Any) -> str | None:
+    """The run id of one of fleetscan's objects, or None when fleetscan did not make it."""
+    labels = _labels(obj)
+    return labels.get(RUN_ID) if labels.get(MANAGED_BY) == "fleetscan" else None
+
+
+def _expired(obj: Any, now: datetime) -> bool:
+    stamp = (obj.metadata.annotations or {}).get(EXPIRES, "")
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= now
+    except ValueError:
+        return False
 
 
 def _iso(at: datetime) -> str:
@@ -88,13 +119,14 @@ def manifests(
     rules: list[dict[str, Any]],
     settings: CredentialSettings | None = None,
     now: datetime | None = None,
+    name: str = f"{SLOT_PREFIX}0",
 ) -> list[dict[str, Any]]:
-    """The ServiceAccount, Role and RoleBinding a run creates in one namespace; every rule names
-    exactly the pods it grants (`resourceNames`)."""
+    """The ServiceAccount, Role and RoleBinding a run creates in one namespace (in slot `name`);
+    every rule names exactly the pods it grants (`resourceNames`)."""
     settings = settings or CredentialSettings()
     check_label(namespace, "namespace")
+    check_label(run_id, "run id")
     _check_rules(namespace, rules)
-    name = object_name(run_id)
     expires = (now or datetime.now(UTC)) + timedelta(seconds=settings.token_seconds + settings.expiry_grace_seconds)
 
     def meta() -> dict[str, Any]:  # a fresh dict per object: the manifests are edited separately
@@ -124,7 +156,8 @@ def manifests(
 
 
 class NamespaceCredentials:
-    """A context manager: objects created on enter, deleted on exit whatever happened inside.
+    """A context manager: a slot claimed and its objects created on enter, deleted on exit whatever
+    happened inside.
 
     `rules` are what the scan token may do at first (usually: exec into the pods to scan); `grant`
     adds rules later, when a container turns out to need another way in (a debug container)."""
@@ -139,25 +172,29 @@ class NamespaceCredentials:
     ) -> None:
         self.settings = settings or CredentialSettings()
         self.namespace = namespace
-        self.name = object_name(run_id)
+        self.name = ""  # the slot, once claimed
+        self._held: set[str] = set()  # the kinds of the slot's objects this run made or adopted
         self._kube = kube
-        self._run_id = run_id
+        self._run_id = check_label(run_id, "run id")
         self._rules = merge_rules(rules)
-        self._manifests = manifests(namespace, run_id, self._rules, self.settings)
+        manifests(namespace, run_id, self._rules, self.settings)  # checks names before any call
         self._token = ""
         self._issued = 0.0
         self._lock = threading.Lock()
+        self._grant_lock = threading.Lock()
         self.refreshes = 0
+        self.revoke_failures: list[str] = []
+
+    def _where(self, kind: str, name: str) -> str:
+        return f'{kind} "{self.namespace}/{name}"'
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> NamespaceCredentials:
-        sa, role, binding = self._manifests
         try:
-            self._create(
-                "serviceaccount", lambda: self._kube.core.create_namespaced_service_account(self.namespace, sa)
-            )
-            self._create("role", lambda: self._kube.rbac.create_namespaced_role(self.namespace, role))
-            self._create("rolebinding", lambda: self._kube.rbac.create_namespaced_role_binding(self.namespace, binding))
+            self._claim()
+            _, role, binding = manifests(self.namespace, self._run_id, self._rules, self.settings, name=self.name)
+            self._create_or_adopt("role", role, self._kube.rbac.create_namespaced_role)
+            self._create_or_adopt("rolebinding", binding, self._kube.rbac.create_namespaced_role_binding)
             self.refresh()
         except BaseException:
             self.revoke()
@@ -167,39 +204,98 @@ class NamespaceCredentials:
     def __exit__(self, *exc: object) -> None:
         self.revoke()
 
-    def _create(self, kind: str, call: Callable[[], object]) -> None:
-        try:
-            call()
-        except Conflict:
-            self._adopt(kind)  # left by an interrupted attempt of this same run: take it over
+    def _claim(self) -> None:
+        """The first free slot: its ServiceAccount created, or already this run's (a resume), or left
+        by a dead run whose objects have expired (taken over: deleted, then made anew, so none of
+        that run's tokens stays valid)."""
+        now: datetime | None = None  # the API server's clock, read once if a slot is held (as gc does)
+        busy = []
+        for name in slot_names():
+            sa = manifests(self.namespace, self._run_id, self._rules, self.settings, name=name)[0]
+            try:
+                self._kube.core.create_namespaced_service_account(self.namespace, sa)
+                self.name, self._held = name, {"serviceaccount"}
+                return
+            except Conflict:
+                existing = self._kube.core.read_namespaced_service_account(name, self.namespace)
+            owner = _run_of(existing)
+            if owner is None:
+                raise ForeignObject(
+                    f"{self._where('serviceaccount', name)} exists but fleetscan did not make it (it has no "
+                    f"{MANAGED_BY}=fleetscan label): fleetscan will not touch it; rename or remove it"
+                )
+            if owner == self._run_id:
+                self.name, self._held = name, {"serviceaccount"}  # an earlier attempt of this run: take it over
+                self._kube.core.patch_namespaced_service_account(name, self.namespace, {"metadata": sa["metadata"]})
+                return
+            now = now or self._kube.server_time()
+            if _expired(existing, now):
+                self._release(name)
+                self._kube.core.create_namespaced_service_account(self.namespace, sa)
+                self.name, self._held = name, {"serviceaccount"}
+                return
+            busy.append(f"{name} ({owner})")
+        raise ForeignObject(
+            f'namespace "{self.namespace}": all {SLOTS} scan slots are held by live runs ({", ".join(busy)}); '
+            "wait for one to end"
+        )
 
-    def _adopt(self, kind: str) -> None:
-        """Bring an object of this run that already exists to what this attempt wants."""
-        sa, role, binding = self._manifests
-        if kind == "role":
-            patch = {"rules": role["rules"], "metadata": role["metadata"]}
-            self._kube.rbac.patch_namespaced_role(self.name, self.namespace, patch)
-        elif kind == "serviceaccount":
-            self._kube.core.patch_namespaced_service_account(self.name, self.namespace, {"metadata": sa["metadata"]})
+    def _create_or_adopt(self, kind: str, manifest: dict[str, Any], create: Callable[..., object]) -> None:
+        try:
+            create(self.namespace, manifest)
+            self._held.add(kind)
+            return
+        except Conflict:
+            pass
+        name = manifest["metadata"]["name"]
+        read = self._kube.rbac.read_namespaced_role if kind == "role" else self._kube.rbac.read_namespaced_role_binding
+        existing = read(name, self.namespace)
+        if _run_of(existing) != self._run_id:
+            raise ForeignObject(
+                f"{self._where(kind, name)} exists and is not this run's (labels {_labels(existing)}): "
+                "fleetscan will not adopt it"
+            )
+        if kind == "rolebinding":  # it must bind exactly this slot's Role to this slot's account
+            ref = existing.role_ref
+            subjects = [(s.kind, s.name, s.namespace) for s in existing.subjects or []]
+            if (ref.kind, ref.name) != ("Role", name) or subjects != [("ServiceAccount", name, self.namespace)]:
+                raise ForeignObject(f"{self._where(kind, name)} binds something else than its slot: left alone")
         else:
-            self._kube.rbac.patch_namespaced_role_binding(self.name, self.namespace, {"metadata": binding["metadata"]})
+            self._kube.rbac.patch_namespaced_role(name, self.namespace, {"rules": manifest["rules"]})
+        self._held.add(kind)
+
+    def _deleters(self) -> tuple[tuple[str, Callable[..., Any], Callable[[str, str], object]], ...]:
+        """(kind, read, delete) for a slot's objects, bindings first."""
+        rbac, core = self._kube.rbac, self._kube.core
+        return (
+            ("rolebinding", rbac.read_namespaced_role_binding, rbac.delete_namespaced_role_binding),
+            ("role", rbac.read_namespaced_role, rbac.delete_namespaced_role),
+            ("serviceaccount", core.read_namespaced_service_account, core.delete_namespaced_service_account),
+        )
+
+    def _release(self, name: str) -> None:
+        """Delete an expired slot's objects that fleetscan made (another's same-named object stays);
+        deleting the ServiceAccount voids its tokens."""
+        for _kind, read, delete in self._deleters():
+            with contextlib.suppress(NotFound):
+                if _run_of(read(name, self.namespace)) is not None:
+                    delete(name, self.namespace)
 
     def revoke(self) -> None:
-        """Delete what this run created here; deleting the ServiceAccount also invalidates its tokens."""
+        """Delete what this run holds here; deleting the ServiceAccount also invalidates its tokens."""
         self._token = ""
         failures = []
-        deleters: tuple[tuple[str, Callable[[str, str], object]], ...] = (
-            ("rolebinding", self._kube.rbac.delete_namespaced_role_binding),
-            ("role", self._kube.rbac.delete_namespaced_role),
-            ("serviceaccount", self._kube.core.delete_namespaced_service_account),
-        )
-        for _kind, delete in deleters:
+        for kind, _read, delete in self._deleters():
+            if kind not in self._held:
+                continue  # never made or adopted by this run: not ours to delete
             try:
                 delete(self.name, self.namespace)
             except NotFound:
-                continue
+                pass
             except FleetscanError as exc:
                 failures.append(str(exc))
+                continue
+            self._held.discard(kind)
         if failures:  # the expiry annotation lets `fleetscan gc` finish the job
             log.warning("cleanup incomplete, `fleetscan gc` will retry: %s", "; ".join(failures))
         self.revoke_failures = failures
@@ -247,7 +343,7 @@ class NamespaceCredentials:
     def grant(self, rules: list[dict[str, Any]]) -> None:
         """Widen the Role by `rules` (pods found to need another way in while scanning); a no-op when
         it already grants them."""
-        with self._lock:
+        with self._grant_lock:
             wanted = merge_rules(self._rules, rules)
             if wanted == self._rules:
                 return
@@ -326,52 +422,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _sweep(kube: Kube, selector: str, doomed: Callable[[str, Any], bool]) -> list[str]:
-    """Delete the run objects (bindings first) matching `selector` for which `doomed(kind, obj)`."""
-    kinds: tuple[tuple[str, Callable[..., Any], Callable[[str, str], object]], ...] = (
-        ("rolebinding", kube.rbac.list_role_binding_for_all_namespaces, kube.rbac.delete_namespaced_role_binding),
-        ("role", kube.rbac.list_role_for_all_namespaces, kube.rbac.delete_namespaced_role),
+def _sweep(
+    kube: Kube, selector: str, doomed: Callable[[str, Any], bool], namespaces: list[str] | None = None
+) -> list[str]:
+    """Delete the slot objects (bindings first) matching `selector` for which `doomed(kind, obj)`,
+    in every namespace, or in `namespaces` (an orchestrator with namespaced RBAC cannot list across)."""
+    kinds: tuple[tuple[str, Callable[..., Any], Callable[..., Any], Callable[[str, str], object]], ...] = (
+        (
+            "rolebinding",
+            kube.rbac.list_role_binding_for_all_namespaces,
+            kube.rbac.list_namespaced_role_binding,
+            kube.rbac.delete_namespaced_role_binding,
+        ),
+        (
+            "role",
+            kube.rbac.list_role_for_all_namespaces,
+            kube.rbac.list_namespaced_role,
+            kube.rbac.delete_namespaced_role,
+        ),
         (
             "serviceaccount",
             kube.core.list_service_account_for_all_namespaces,
+            kube.core.list_namespaced_service_account,
             kube.core.delete_namespaced_service_account,
         ),
     )
+    slots = set(slot_names())
     deleted = []
-    for kind, lister, deleter in kinds:
-        for obj in kube.list_all(lister, label_selector=selector):
-            if not doomed(kind, obj):
-                continue
+    for kind, list_everywhere, list_in, deleter in kinds:
+        if namespaces is None:
+            items = kube.list_all(list_everywhere, label_selector=selector)
+        else:
+            items = [o for ns in namespaces for o in kube.list_all(list_in, ns, label_selector=selector)]
+        for obj in items:
             name, namespace = obj.metadata.name, obj.metadata.namespace
+            if name not in slots or not doomed(kind, obj):  # a label alone does not make it fleetscan's
+                continue
             with contextlib.suppress(NotFound):
                 deleter(name, namespace)
             deleted.append(f"{kind}/{namespace}/{name}")
     return deleted
 
 
-def collect_garbage(kube: Kube, now: datetime | None = None) -> list[str]:
+def collect_garbage(kube: Kube, now: datetime | None = None, namespaces: list[str] | None = None) -> list[str]:
     """Delete fleetscan's leftovers (a killed run's) whose expiry has passed, by the API server's
     clock unless `now` is given. Returns what went."""
     moment = now or kube.server_time()
 
     def expired(kind: str, obj: Any) -> bool:
-        stamp = (obj.metadata.annotations or {}).get(EXPIRES, "")
-        try:
-            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) <= moment
-        except ValueError:
+        if _expired(obj, moment):
+            return True
+        if not (obj.metadata.annotations or {}).get(EXPIRES):
             log.warning(
-                "%s %s/%s has no readable %s annotation; left alone",
-                kind,
-                obj.metadata.namespace,
-                obj.metadata.name,
-                EXPIRES,
+                "%s %s/%s has no %s annotation; left alone", kind, obj.metadata.namespace, obj.metadata.name, EXPIRES
             )
-            return False
+        return False
 
-    return _sweep(kube, f"{MANAGED_BY}=fleetscan", expired)
+    return _sweep(kube, f"{MANAGED_BY}=fleetscan", expired, namespaces)
 
 
-def revoke_run(kube: Kube, run_id: str) -> list[str]:
-    """Delete every object a run created, in every namespace (after a crash or cancellation)."""
+def revoke_run(kube: Kube, run_id: str, namespaces: list[str] | None = None) -> list[str]:
+    """Delete every object a run created, in every namespace or in `namespaces` (after a crash or
+    cancellation, or at the end of a resumed run)."""
     selector = f"{MANAGED_BY}=fleetscan,{RUN_ID}={check_label(run_id, 'run id')}"
-    return _sweep(kube, selector, lambda kind, obj: True)
+    return _sweep(kube, selector, lambda kind, obj: True, namespaces)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import NotFound, UsageError
+from ..errors import Forbidden, NotFound, UsageError
 from .client import Kube
 from .names import check_label, check_subdomain
 from .targets import DEFAULT_SIDECAR, SIDECAR, SKIP, SecurityFacts, Skipped, Target, Workload
@@ -67,15 +67,40 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _literal(pattern: str) -> bool:
+    return not any(c in pattern for c in "*?[")
+
+
 def select_namespaces(kube: Kube, selection: Selection) -> tuple[list[str], list[str]]:
-    """(namespaces to scan, explicitly named namespaces that do not exist)."""
+    """(namespaces to scan, explicitly named namespaces that do not exist). Namespaces named one by
+    one are read one by one, so an orchestrator whose RBAC is namespaced (it cannot list them) can
+    scan them too."""
+    if selection.namespaces and all(map(_literal, selection.namespaces)) and not selection.namespace_selector:
+        try:
+            return _read_namespaces(kube, selection)
+        except Forbidden:
+            pass  # may list them all, not get them one by one (an older ClusterRole)
     listed = kube.list_all(kube.core.list_namespace, label_selector=selection.namespace_selector or None)
     names = sorted(ns.metadata.name for ns in listed)
     chosen = [n for n in names if not selection.namespaces or _matches(n, selection.namespaces)]
     excluded = set(selection.exclude) | ({selection.own_namespace} if selection.own_namespace else set())
     chosen = [n for n in chosen if not _matches(n, excluded)]
-    literal = [p for p in selection.namespaces if not any(c in p for c in "*?[")]
+    literal = [p for p in selection.namespaces if _literal(p)]
     return chosen, [n for n in literal if n not in names]
+
+
+def _read_namespaces(kube: Kube, selection: Selection) -> tuple[list[str], list[str]]:
+    excluded = set(selection.exclude) | ({selection.own_namespace} if selection.own_namespace else set())
+    present, missing = [], []
+    for name in dict.fromkeys(selection.namespaces):
+        try:
+            kube.core.read_namespace(name)
+        except NotFound:
+            missing.append(name)
+            continue
+        if not _matches(name, excluded):
+            present.append(name)
+    return sorted(present), missing
 
 
 def _owner(meta: Any) -> tuple[str, str] | None:

@@ -141,6 +141,7 @@ def shards(namespaces: list[str], size: int) -> list[list[str]]:
 
 
 def revoke_leftovers(params: ScanParams, run_id: str) -> list[str]:
-    """Delete whatever credentials run `run_id` still holds, in every namespace (after a failure,
-    a crash or a cancellation)."""
-    return revoke_run(client_for(params), run_id)
+    """Delete whatever credentials run `run_id` still holds (after a failure, a crash, a cancellation
+    or at the end of a resumed run): in the namespaces it names one by one, else in all."""
+    named = params.namespaces if params.namespaces and not any(c in "".join(params.namespaces) for c in "*?[") else None
+    return revoke_run(client_for(params), run_id, named)
