@@ -101,5 +101,6 @@ def test_api_calls_per_namespace_do_not_grow_with_pods(tmp_path: Path) -> None:
         per_ns = {
             ns: sorted((c["verb"], c["resource"]) for c in calls if c["namespace"] == ns) for ns in ("small", "large")
         }
-        assert per_ns["small"] == per_ns["large"] == [("list", "pods"), ("list", "replicasets")]
-        assert len(calls) == 5  # plus one namespace list
+        # each named namespace is read, its pods and ReplicaSets listed: three calls, whatever its size
+        assert per_ns["small"] == per_ns["large"] == [("get", "namespaces"), ("list", "pods"), ("list", "replicasets")]
+        assert len(calls) == 6
