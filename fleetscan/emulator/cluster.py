@@ -16,7 +16,7 @@ from .errors import ApiError
 from .faults import Faults
 from .images import ImageStore
 from .native import helper_binary
-from .pods import PodRunner, apply_defaults, validate
+from .pods import DEFAULT_NODES, PodRunner, apply_defaults, validate
 from .rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES, Attributes, Authorizer, Rule
 from .resources import BY_KEY, RESOURCES, ResourceType
 from .runtime import Runtime, UserNamespace
@@ -59,6 +59,8 @@ class Cluster:
         self.controllers = Controllers(self)
         # Kubernetes >= 1.35 also requires `create` on pods/exec for the WebSocket (GET) upgrade.
         self.exec_requires_create = exec_requires_create
+        self.nodes: tuple[str, ...] = DEFAULT_NODES
+        self._node_pods: dict[str, int] = {}  # pods per node, for scheduling
         for name in bootstrap.SYSTEM_NAMESPACES:
             self.create_object(NAMESPACES, {"metadata": {"name": name}})
         for role in bootstrap.cluster_roles():
@@ -82,7 +84,11 @@ class Cluster:
             obj["status"] = {"phase": "Active"}
         elif rt is PODS:
             apply_defaults(obj)
+            obj["spec"].setdefault("nodeName", self._schedule())
         created = self.store.create(rt, obj)
+        if rt is PODS:
+            node = created["spec"]["nodeName"]
+            self._node_pods[node] = self._node_pods.get(node, 0) + 1
         if rt is NAMESPACES:
             self.store.create(SERVICE_ACCOUNTS, {"metadata": {"name": "default", "namespace": meta["name"]}})
         elif rt is PODS:
@@ -90,9 +96,15 @@ class Cluster:
             created = self.store.replace(PODS, created)
         return created
 
+    def _schedule(self) -> str:
+        """The scheduler's spreading, simplified: the node with the fewest pods."""
+        return min(self.nodes, key=lambda n: self._node_pods.get(n, 0))
+
     def delete_object(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         obj = self.store.delete(rt, namespace, name)
         if rt is PODS:
+            node = obj["spec"].get("nodeName", "")
+            self._node_pods[node] = max(0, self._node_pods.get(node, 0) - 1)
             self.pods.stop(obj)
         elif rt is NAMESPACES:
             for other in RESOURCES:

@@ -1,4 +1,4 @@
-"""Pods on the emulator's single node: defaults, validation, and running their containers."""
+"""Pods on the emulator's nodes: defaults, validation, and running their containers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from .validation import dns_label_problem
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = "emulator-node"
+# The nodes a pod without spec.nodeName is scheduled to (the least loaded), unless a scenario names others.
+DEFAULT_NODES = tuple(f"emulator-node-{i}" for i in range(4))
 Obj = dict[str, Any]
 
 
@@ -26,7 +27,6 @@ def apply_defaults(pod: Obj) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("securityContext", {})
-    spec.setdefault("nodeName", NODE_NAME)
     for ctr in spec.get("containers") or []:
         ctr.setdefault("imagePullPolicy", "IfNotPresent")
         ctr.setdefault("terminationMessagePath", "/dev/termination-log")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -392,10 +393,9 @@ class Runtime:
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
     # -- exec -----------------------------------------------------------------------------------
-    async def exec(self, ctr: Container, argv: list[str], *, stdin: bool) -> tuple[asyncio.subprocess.Process, int]:
+    async def exec(self, ctr: Container, argv: list[str], *, stdin: bool) -> tuple[ExecProcess, int]:
         """Start argv inside the container; returns the process and a pipe that says "ENOENT" when
         argv[0] cannot be executed there (the containerd error case)."""
-        status_r, status_w = os.pipe()
         args = [
             str(self._helper),
             "exec",
@@ -407,26 +407,77 @@ class Runtime:
             "-d",
             ctr.workdir or "/",
             "-s",
-            str(status_w),
+            "3",
             "--",
             *argv,
         ]
+        return await ExecProcess.spawn(args, ctr.env, stdin=stdin)
+
+
+class ExecProcess:
+    """An exec's helper process, spawned without forking this (large) process and watched through a
+    pidfd on the event loop: no thread and no fork per exec, unlike asyncio's subprocesses."""
+
+    def __init__(self, pid: int, stdin: asyncio.StreamWriter | None, stdout: asyncio.StreamReader,
+                 stderr: asyncio.StreamReader) -> None:  # fmt: skip
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self._exited = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def spawn(cls, args: list[str], env: dict[str, str], *, stdin: bool) -> tuple[ExecProcess, int]:
+        loop = asyncio.get_running_loop()
+        in_r, in_w = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(status_w,),
-                env=ctr.env,
-                start_new_session=True,
-            )
+            actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate((in_r, out_w, err_w, status_w))]
+            pid = os.posix_spawn(args[0], args, env, file_actions=actions, setsid=True)
         except BaseException:
-            os.close(status_r)
+            for fd in (in_r, in_w, out_r, err_r, status_r):
+                if fd >= 0:
+                    os.close(fd)
             raise
         finally:
-            os.close(status_w)
+            for fd in (out_w, err_w, status_w):
+                os.close(fd)
+        os.close(in_r)
+        readers = []
+        for fd in (out_r, err_r):
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(
+                functools.partial(asyncio.StreamReaderProtocol, reader), os.fdopen(fd, "rb", 0)
+            )
+            readers.append(reader)
+        writer = None
+        if in_w >= 0:
+            transport, protocol = await loop.connect_write_pipe(
+                lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(in_w, "wb", 0)
+            )
+            writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        proc = cls(pid, writer, readers[0], readers[1])
+        pidfd = os.pidfd_open(pid)
+
+        def reap() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            _, status = os.waitpid(pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            proc._exited.set_result(proc.returncode)
+
+        loop.add_reader(pidfd, reap)
         return proc, status_r
+
+    async def wait(self) -> int:
+        return int(await asyncio.shield(self._exited))
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
 
 
 def sweep_stale(parent: Path, prefix: str) -> None:
@@ -441,7 +492,7 @@ def sweep_stale(parent: Path, prefix: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)  # dead owner, or a folder never finished
 
 
-def kill_quietly(proc: asyncio.subprocess.Process) -> None:
+def kill_quietly(proc: ExecProcess) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGKILL)

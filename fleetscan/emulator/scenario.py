@@ -118,6 +118,7 @@ class PodModel(BaseModel):
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     owner: OwnerModel | None = None
+    node: str | None = None  # spec.nodeName; empty: scheduled to the least loaded node
     shareProcessNamespace: bool = False
     securityContext: dict[str, Any] | None = None
     containers: list[ContainerModel] = Field(min_length=1)
@@ -136,10 +137,12 @@ class ScaleModel(_Strict):
     containers_per_pod: int = Field(default=1, ge=1, le=20)
     image: str = "busybox"
     prefix: str = "scale"
+    pods_per_node: int = Field(default=100, ge=1)  # spread in turn over nodes <prefix>-node-N, as a scheduler does
     labels: dict[str, str] = {}
 
 
 class Scenario(_Strict):
+    nodes: list[str] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
     images: dict[str, ImageModel] = {}
     namespaces: list[NamespaceModel] = []
     scale: ScaleModel | None = None
@@ -237,6 +240,8 @@ def _pod_object(ns: str, pod: PodModel) -> dict[str, Any]:
     spec: dict[str, Any] = dict(pod.model_extra or {})
     spec["containers"] = [c.model_dump(exclude_none=True) for c in pod.containers]
     spec["shareProcessNamespace"] = pod.shareProcessNamespace
+    if pod.node:
+        spec["nodeName"] = pod.node
     if pod.securityContext is not None:
         spec["securityContext"] = pod.securityContext
     meta: dict[str, Any] = {"name": pod.name, "namespace": ns, "labels": dict(pod.labels)}
@@ -247,12 +252,14 @@ def _pod_object(ns: str, pod: PodModel) -> dict[str, Any]:
 
 def _scale_namespaces(scale: ScaleModel) -> list[NamespaceModel]:
     width = max(3, len(str(scale.namespaces - 1)))
+    nodes = -(-scale.namespaces * scale.pods_per_namespace // scale.pods_per_node)
     out = []
     for n in range(scale.namespaces):
         pods = [
             PodModel(
                 name=f"app-{p:04d}",
                 labels={"app": f"app-{p:04d}", **scale.labels},
+                node=f"{scale.prefix}-node-{(n * scale.pods_per_namespace + p) % nodes}",
                 containers=[ContainerModel(name=f"c{c}", image=scale.image) for c in range(scale.containers_per_pod)],
             )
             for p in range(scale.pods_per_namespace)
@@ -263,6 +270,8 @@ def _scale_namespaces(scale: ScaleModel) -> list[NamespaceModel]:
 
 def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
     """Create the scenario's images, namespaces, workloads and pods (pods start at once, as on a node)."""
+    if scenario.nodes:
+        cluster.nodes = tuple(scenario.nodes)
     for ref, image in scenario.images.items():
         try:
             cluster.images.add(ref, image.to_spec())
