@@ -23,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from ..errors import KubeError, Unauthorized, UsageError
 from ..retry import RetryPolicy
 from .errors import classify
+from .websocket import Endpoint
 
 T = TypeVar("T")
 
@@ -145,11 +146,8 @@ class Api:
 
 
 class Kube:
-    """Clients for one cluster and identity.
-
-    REST calls share one ApiClient. Exec streams get an ApiClient per thread, because the official
-    client's `stream()` temporarily swaps a method on the ApiClient it is given.
-    """
+    """Clients for one cluster and identity: REST calls share one ApiClient; exec streams connect
+    on their own (fleetscan.kube.websocket), authenticated by the same configuration."""
 
     def __init__(
         self,
@@ -164,7 +162,7 @@ class Kube:
         self.configuration = configuration
         self.limiter = limiter or RateLimiter(self.settings.qps, self.settings.burst)
         self.api = LimitedApiClient(configuration, self.limiter)
-        self._local = threading.local()
+        self._endpoint: Endpoint | None = None
         self._reauthenticate: Callable[[], object] | None = None
 
     @classmethod
@@ -249,13 +247,11 @@ class Kube:
     def custom(self) -> Any:
         return Api(k8s.CustomObjectsApi(self.api), self)
 
-    def exec_api(self) -> k8s.CoreV1Api:
-        """A raw CoreV1Api on this thread's own ApiClient, for `stream()` (fleetscan.kube.execstream)."""
-        api = getattr(self._local, "api", None)
-        if api is None:
-            api = LimitedApiClient(self.configuration, self.limiter)
-            self._local.api = api
-        return k8s.CoreV1Api(api)
+    def endpoint(self) -> Endpoint:
+        """Where this identity's execs connect (fleetscan.kube.websocket), worked out once."""
+        if self._endpoint is None:
+            self._endpoint = Endpoint.of(self.configuration)
+        return self._endpoint
 
     def list_all(self, lister: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Every item of a LIST, fetched in pages of `page_size` (limit/continue), so one namespace

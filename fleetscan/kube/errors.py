@@ -8,7 +8,6 @@ import ssl
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
-from websocket import WebSocketException
 
 from ..errors import (
     Conflict,
@@ -19,7 +18,6 @@ from ..errors import (
     KubeError,
     NotFound,
     ServerError,
-    StreamDropped,
     Throttled,
     Unauthorized,
     Unreachable,
@@ -92,8 +90,6 @@ def classify(exc: BaseException, action: str) -> FleetscanError:
         if status == 0:
             return Unreachable(f"{action}: no answer from the API server: {message or exc.reason}")
         return error_for_status(status, text, retry_after)
-    if isinstance(exc, WebSocketException):
-        return StreamDropped(f"{action}: the exec stream broke: {exc}")
     cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
     # urllib3 counts a refused connection as a connect timeout; it is not one
     stalled = isinstance(cause, (urllib3.exceptions.TimeoutError, TimeoutError))

@@ -1,10 +1,6 @@
-"""One command in one container over the exec WebSocket, bounded in time and bytes.
-
-The official client's WSClient is used for the handshake only: its `update()` keeps reading while
-frames arrive (a flooding container never lets it return, so no deadline is ever checked) and it
-keeps a copy of everything received. Frames are read here instead, one at a time, with the deadline,
-the byte cap and the stop signal checked after each.
-"""
+"""One command in one container over the exec WebSocket, bounded in time and bytes: messages are
+read one at a time (fleetscan.kube.websocket), with the deadline, the byte cap and the stop signal
+checked after each, so a flooding or silent container cannot hold a scan past either."""
 
 from __future__ import annotations
 
@@ -14,15 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.stream import stream
-from websocket import ABNF, WebSocketConnectionClosedException, WebSocketException, WebSocketTimeoutException
-
 from .. import cancel
 from ..errors import BinaryNotFound, ExecTimeout, OutputLimitExceeded, StreamDropped, TransportError
 from .client import Kube
 from .errors import classify
+from .websocket import Closed, ExecSocket, exec_path
 
-STDOUT, STDERR, STATUS = 1, 2, 3
+STDIN, STDOUT, STDERR, STATUS = 0, 1, 2, 3
 CLOSE_CHANNEL = 255
 STDIN_CHUNK = 1 << 20
 DEFAULT_EXEC_TIMEOUT = 60.0
@@ -99,49 +93,39 @@ def _run_once(
         cancel.check(where)
     kube.limiter.acquire()
     deadline = time.monotonic() + timeout
+    path = exec_path(namespace, pod, container, argv, stdin is not None)
+    ws = ExecSocket(kube.api, kube.endpoint(), path, min(timeout, kube.settings.request_timeout))
     try:
-        ws = stream(
-            kube.exec_api().connect_get_namespaced_pod_exec,
-            pod,
-            namespace,
-            command=argv,
-            container=container,
-            stdin=stdin is not None,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-            binary=True,
-            _request_timeout=min(timeout, kube.settings.request_timeout),
-        )
+        ws.open()
+    except (Closed, OSError) as exc:
+        ws.close()
+        raise classify(exc if isinstance(exc, OSError) else ConnectionError(str(exc)), where) from exc
     except Exception as exc:
+        ws.close()
         raise classify(exc, where) from exc
     out, err, status = bytearray(), bytearray(), bytearray()
     received = 0
-    sock = ws.sock
     try:
         if stdin is not None:
             for start in range(0, len(stdin), STDIN_CHUNK):
-                ws.write_stdin(stdin[start : start + STDIN_CHUNK])
-            ws.close_channel(0)
+                ws.send(bytes([STDIN]) + stdin[start : start + STDIN_CHUNK])
+            if ws.protocol.startswith("v5"):
+                ws.send(bytes([CLOSE_CHANNEL, STDIN]))  # end of input (v4 has no way to say it)
         while True:
             if not urgent:
                 cancel.check(where)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ExecTimeout(f"{where}: {argv[0]!r} timed out after {timeout:.0f} s")
-            sock.settimeout(min(remaining, POLL_SECONDS))
+            ws.settimeout(min(remaining, POLL_SECONDS))
             try:
-                opcode, frame = sock.recv_data_frame(True)
-            except WebSocketTimeoutException:
+                _, data = ws.recv()
+            except TimeoutError:
                 continue
-            except WebSocketConnectionClosedException:
+            except Closed:
                 break
-            if opcode == ABNF.OPCODE_CLOSE:
-                break
-            if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
+            if not data:
                 continue
-            data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
             channel, payload = data[0], data[1:]
             if channel == STDOUT:
                 out += payload
@@ -157,8 +141,6 @@ def _run_once(
                 raise OutputLimitExceeded(
                     f"{where}: output limit exceeded ({received} bytes, the most a scan can send is {max_output})"
                 )
-    except WebSocketException as exc:
-        raise StreamDropped(f"{where}: the exec stream broke: {exc}") from exc
     except OSError as exc:
         raise StreamDropped(f"{where}: the exec stream broke: {exc}") from exc
     finally:
