@@ -130,3 +130,5 @@ class BinaryNotFound(TransportError):
 
 class ApproachUnavailable(FleetscanError):
     """No way into a container (or not the forced one); the target is skipped or in error."""
+
+    of_image = False  # True: it holds for every container of the same image (a run need not try again)

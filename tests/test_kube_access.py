@@ -398,3 +398,57 @@ def replace_settings(**changes: object) -> object:
     from fleetscan.retry import RetryPolicy
 
     return replace(ClientSettings(retry=RetryPolicy(retries=0)), **changes)
+
+
+SHARED = """
+images:
+  acme/api:1.0: {base: distroless, files: {/app/version: {content: "api 1.0\\n", mode: "0644"}}}
+  acme/worker:1.0: {base: distroless, files: {/app/version: {content: "worker 1.0\\n", mode: "0644"}}}
+namespaces:
+  - name: team-c
+    pods:
+      - name: shared
+        shareProcessNamespace: true
+        containers: [{name: api, image: "acme/api:1.0"}, {name: worker, image: "acme/worker:1.0"}]
+      - name: apart
+        containers: [{name: api, image: "acme/api:1.0"}, {name: worker, image: "acme/worker:1.0"}]
+"""
+
+
+def test_one_debug_container_serves_a_pod_that_shares_its_process_namespace(tmp_path: Path) -> None:
+    """In a shared process namespace one debug container scans every container (found by cgroup),
+    in two execs each; elsewhere one per container, one exec each (plus, once per image and run, the
+    exec that finds it has no shell). The verdicts are the same."""
+    from fleetscan.settings import ScanParams
+
+    from .pipeline_helpers import scan_records
+
+    with Emulator(parse_scenario(SHARED, "shared.yaml")) as emu:
+        kube = admin_kube(emu, tmp_path)
+        # one at a time: apart/api, shared/api, apart/worker, shared/worker (nodes in turn)
+        params = ScanParams(namespaces=["team-c"], debug_image="fleetscan/debug:1.0", concurrency=1)
+        records = scan_records(kube, tmp_path, params)
+        by_key = {r.key: r for r in records}
+        assert {r.approach for r in records} == {"debug"}
+        ephemeral = {
+            p: [e.name for e in kube.core.read_namespaced_pod(p, "team-c").spec.ephemeral_containers or []]
+            for p in ("shared", "apart")
+        }
+        assert len(ephemeral["shared"]) == 1 and len(ephemeral["apart"]) == 2, ephemeral
+        calls = {k: r.exec_calls for k, r in by_key.items()}
+        assert calls == {
+            "team-c/apart/api": 2,  # no shell, then the scan
+            "team-c/shared/api": 2,  # the image is known to have no shell: locate, then the scan
+            "team-c/apart/worker": 2,
+            "team-c/shared/worker": 2,
+        }, calls
+        for c in ("api", "worker"):  # the same verdict, whichever pod the image runs in
+            shared, apart = by_key[f"team-c/shared/{c}"], by_key[f"team-c/apart/{c}"]
+            assert (shared.outcome, shared.counts) == (apart.outcome, apart.counts), (shared, apart)
+            assert shared.outcome in ("passed", "failed")
+        t = {x.key: x for x in discover(kube, Selection(namespaces=("team-c",))).targets}
+        with NamespaceCredentials(kube, "team-c", "look", grants(["shared"], ["shared"])) as creds:
+            for c in ("api", "worker"):  # each scan read its own container's files
+                debug = DebugTransport(creds.scan_client(), t[f"team-c/shared/{c}"], "fleetscan/debug:1.0")
+                debug.prepare()
+                assert not debug.created and read(debug, "/app/version") == f"{c} 1.0\n".encode()

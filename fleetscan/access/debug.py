@@ -1,6 +1,11 @@
-"""debug: an ephemeral container added to the pod, targeting the container, with the target's
-files at /proc/1/root. Last in `auto` order: ephemeral containers stay in the pod for its whole life
-(they can never be removed), so one is reused across runs, named by container and image."""
+"""debug: an ephemeral container added to the pod. Last in `auto` order: ephemeral containers stay
+in the pod for its whole life (they can never be removed), so each is reused across runs.
+
+In a pod that shares its process namespace, one debug container serves every container of the pod
+that runs as the same user: it joins the shared namespace and finds each target's main process by
+its cgroup (`locate`), so a scan costs two execs. Otherwise Kubernetes lets a debug container see
+only the one container it targets (`targetContainerName`, whose main process is its pid 1): one per
+container, and one exec per scan."""
 
 from __future__ import annotations
 
@@ -13,14 +18,18 @@ from ..kube.client import Kube
 from ..kube.pods import add_ephemeral_container, has_ephemeral_container, read_pod, wait_ephemeral_running
 from ..kube.targets import Target
 from . import DEFAULT_DEBUG_IMAGE, DEFAULT_DEBUG_WAIT, AccessSettings
+from .locate import locate
 from .transport import ContainerRunner, Transport, exec_rules
 
 PAUSE_FOREVER = ["sleep", "2147483647"]
 
 
 def debug_container_name(target: Target, image: str) -> str:
-    """Stable per (container, image): later runs find and reuse it (ephemeral containers are forever)."""
-    digest = hashlib.sha256(f"{target.container}\0{image}".encode()).hexdigest()[:10]
+    """Stable per (container, image), or in a shared process namespace per (user, image): later runs
+    find and reuse it (ephemeral containers are forever)."""
+    sec = target.security
+    key = f"pod\0{sec.run_as_user}\0{sec.run_as_group}" if target.share_process_namespace else target.container
+    digest = hashlib.sha256(f"{key}\0{image}".encode()).hexdigest()[:10]
     return f"fleetscan-debug-{digest}"
 
 
@@ -53,7 +62,7 @@ class DebugTransport(ContainerRunner):
             "name": self.name,
             "image": self._image,
             "command": PAUSE_FOREVER,
-            "targetContainerName": self._target.container,
+            **({} if self._target.share_process_namespace else {"targetContainerName": self._target.container}),
             "securityContext": security,
             "stdin": False,
             "tty": False,
@@ -65,6 +74,8 @@ class DebugTransport(ContainerRunner):
             add_ephemeral_container(self._kube, t.namespace, t.pod, self.spec())
             self.created = True
         wait_ephemeral_running(self._kube, t.namespace, t.pod, self.name, self._wait, self._image)
+        if t.share_process_namespace:
+            self.root = f"/proc/{locate(self, t, f'the debug container {self.name!r}')}/root"
 
 
 class DebugApproach:

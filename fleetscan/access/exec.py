@@ -17,7 +17,10 @@ SHELLS = ("sh", "/bin/sh")
 
 
 class NoShell(ApproachUnavailable):
-    """The container has no shell (distroless, scratch): `auto` tries the next approach."""
+    """The container has no shell (distroless, scratch): `auto` tries the next approach, and the
+    run's other containers of the image go straight to it."""
+
+    of_image = True
 
 
 class ExecTransport(ContainerRunner):

@@ -164,6 +164,7 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
     statuses = pod.status.container_statuses or []
     running = {s.name for s in statuses if s.state and s.state.running}
     ids = {s.name: str(s.container_id or "").split("://")[-1] for s in statuses}
+    images = {s.name: str(s.image_id or "") for s in statuses}
     targets: list[Target] = []
     skipped: list[Skipped] = []
     for ctr in spec.containers:
@@ -197,6 +198,7 @@ def _targets_of(pod: Any, workload: Workload) -> tuple[list[Target], list[Skippe
                 host_path_volumes=tuple(v.host_path.path for v in spec.volumes or [] if v.host_path),
                 node=str(spec.node_name or ""),
                 container_id=ids.get(ctr.name, ""),
+                image_id=images.get(ctr.name, ""),
             )
         )
     return targets, skipped

@@ -69,6 +69,7 @@ class Target:
     represents: tuple[str, ...] = ()  # other pods of the same workload revision (--one-per-workload)
     node: str = ""  # spec.nodeName: scans per node are bounded
     container_id: str = ""  # the runtime's id of the container (status.containerStatuses[].containerID)
+    image_id: str = ""  # the image the container runs, by digest (status.containerStatuses[].imageID)
 
     @property
     def key(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...access.transport import Transport
-from ...errors import FleetscanError, Interrupted, TransportError
+from ...errors import ApproachUnavailable, FleetscanError, Interrupted, TransportError
 from ...kube.targets import Target
 from ...results import hdf
 from .. import Access
@@ -114,6 +114,11 @@ class NativeEngine:
         finally:
             stats.exec_calls += 1
             stats.gather_seconds += time.monotonic() - started
+        if script.no_root(result.stdout, token):
+            raise ApproachUnavailable(
+                f"the scan may not read the target's files at {transport.root} "
+                "(it needs SYS_PTRACE or the target's uid)"
+            )
         if result.exit_code != 0 or not script.complete(result.stdout, token):
             transport.defer(lambda: _reap(transport, kill))
             raise ScanIncomplete(

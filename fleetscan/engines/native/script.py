@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from .facts import Fact, q
 
 SECTION_SLACK = 128  # bytes of a section beyond its fact's limit: its status line
+NO_ROOT = "NOROOT"
 
 # `rp PATH` prints where a container path is under $R, every link resolved inside the container,
 # then "." (so a name ending in a newline survives `$(...)`), or fails (loop, unreadable link).
@@ -86,11 +87,14 @@ REAP = r"""reap() {
   done
 }"""
 
-# Ends the scan after $T seconds; ends itself within a second of the scan's end.
-WATCHDOG = r"""( n=0; while kill -0 "$$" 2>/dev/null; do
+# Ends the scan after $T seconds. The scan ends it (W) when it is done, and it takes its `sleep`
+# along, so nothing of a finished scan stays behind; if the scan's shell dies, it ends within a second.
+WATCHDOG = r"""( trap 'kill "$s" 2>/dev/null; exit 0' TERM
+  n=0; while kill -0 "$$" 2>/dev/null; do
     [ "$n" -ge "$T" ] && { reap; exit 0; }
-    sleep 1; n=$((n+1))
-  done ) </dev/null >/dev/null 2>&1 &"""
+    sleep 1 & s=$!; wait "$s"; n=$((n+1))
+  done ) </dev/null >/dev/null 2>&1 &
+W=$!"""
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,10 @@ def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, k
         f"T={max(1, int(timeout))}",
         f"F={q(kill_token or new_token())}",
         "NL='\n'",
-        REAP,
-        WATCHDOG,
-        PRELUDE,
     ]
+    if prefix:  # a root the scan may not enter would make every file look missing
+        lines.append(f'[ -d "$R/" ] || {{ printf "\\n%s:{NO_ROOT}\\n" "$K"; exit 3; }}')
+    lines += [REAP, WATCHDOG, PRELUDE]
     for i, fact in enumerate(facts):
         # Sections run in subshells (an `exit` ends only its fact) that read nothing of the
         # script's stdin; the status line says the fact ran to its end.
@@ -132,7 +136,14 @@ def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, k
         )
         lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
     lines.append('printf "\\n%s:END\\n" "$K"')
+    lines.append('kill "$W" 2>/dev/null')
+    lines.append("exit 0")  # without waiting for the end of stdin, which the v4 exec protocol cannot send
     return "\n".join(lines) + "\n"
+
+
+def no_root(output: bytes, token: str) -> bool:
+    """Whether the script found that it may not enter the target's root."""
+    return output.endswith(b"\n" + token.encode() + f":{NO_ROOT}\n".encode())
 
 
 def reap_script(kill_token: str) -> str:

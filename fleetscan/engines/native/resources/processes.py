@@ -20,14 +20,22 @@ class ProcessesFact(Fact):
         return "processes"
 
     def script(self) -> str:
+        # Builtins where they exist (a scan lists many processes): `-ef` compares the namespaces and
+        # `read` takes PPid and Uid from status; the scan's own processes are not looked at.
         return r"""case "$R" in /proc/*/root) ref="${R%/root}/ns/mnt";; *) ref=/proc/self/ns/mnt;; esac
 want=$(readlink "$ref" 2>/dev/null) || { echo X; exit 0; }
+if [ "$ref" -ef "$ref" ] 2>/dev/null; then same() { [ "$1" -ef "$ref" ]; }
+else same() { [ "$(readlink "$1" 2>/dev/null)" = "$want" ]; }; fi
 echo "OK $$"
+ours=" $$ "
 for d in /proc/[0-9]*; do
-  [ "$(readlink "$d/ns/mnt" 2>/dev/null)" = "$want" ] || continue
-  s=$(awk '/^PPid:/{pp=$2} /^Uid:/{u=$2} END{print pp " " u}' "$d/status" 2>/dev/null) || continue
+  same "$d/ns/mnt" 2>/dev/null || continue
+  p=${d#/proc/} pp= u=
+  { while read -r k v _; do case $k in PPid:) pp=$v;; Uid:) u=$v; break;; esac; done < "$d/status"; } 2>/dev/null
+  case "$pp$u" in ''|*[!0-9]*) continue;; esac
+  case "$ours" in *" $pp "*) ours="$ours$p "; continue;; esac
   a=$(head -c 256 "$d/cmdline" 2>/dev/null | tr '\0\n' '\n ' | head -n 1)
-  printf '%s %s %s\0' "${d#/proc/}" "$s" "${a##*/}"
+  printf '%s %s %s %s\0' "$p" "$pp" "$u" "${a##*/}"
 done"""
 
 
