@@ -50,6 +50,9 @@ class ScanParams(BaseModel):
     debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")
     engine: Literal["native", "cinc"] = Field("native", description="fleetscan's engine, or CINC Auditor")
     concurrency: int = Field(16, ge=1, le=512, description="Containers scanned at once in the whole run")
+    max_per_node: int = Field(
+        4, ge=0, le=512, description="Containers scanned at once on one node (its kubelet runs them); 0: no limit"
+    )
     out: str = Field("", description="Run directory; empty: runs/<run id>")
     history: str = Field("", description="Trend history folder; empty: .fleetscan-history beside the run directory")
     run_id: str = Field("", description="Reuse one to resume an interrupted run; empty: a new id")

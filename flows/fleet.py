@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -24,6 +24,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from fleetscan import cancel
 from fleetscan.errors import FleetscanError, Interrupted, RunDirError
@@ -39,6 +40,9 @@ from tasks.scan import aggregate_task, plan_task, publish_artifacts, scan_namesp
 GLOBAL_LIMIT = "fleetscan-scans"
 SLOT_POLL_SECONDS = 5.0
 DEFAULTS = ScanParams()
+
+
+T = TypeVar("T")
 
 
 def _threads(workers: int) -> Any:
@@ -167,7 +171,7 @@ def _scan(params: ScanParams) -> RunResult:
     progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
         progress=0.0, key="fleetscan-progress", description=f"run {params.run_id}: containers scanned"
     )
-    futures = {ns: scan_namespace_task.submit(scanner, ns, ts) for ns, ts in pending.items()}
+    futures = {ns: scan_namespace_task.submit(_quoted(scanner), ns, _quoted(ts)) for ns, ts in pending.items()}
     waiting = set(futures.values())
     while waiting:
         waiting = set(wait(list(waiting), timeout=1).not_done)
@@ -191,6 +195,11 @@ def _scan(params: ScanParams) -> RunResult:
     return _finish(params, run, started, setup.threshold.name)
 
 
+def _quoted(value: T) -> T:
+    """Pass value to a task as is: Prefect would otherwise walk it (every target) for futures."""
+    return cast(T, quote(value))
+
+
 def _sweep(params: ScanParams, logger: Any) -> None:
     try:
         taken = revoke_leftovers(params, params.run_id)
@@ -203,7 +212,7 @@ def _sweep(params: ScanParams, logger: Any) -> None:
 
 def _finish(params: ScanParams, run: RunDir, started: str, threshold: str, shard_runs: int = 0) -> RunResult:
     summary = aggregate_task(run, started, params.profile, threshold, params.history)
-    publish_artifacts(summary, run)
+    publish_artifacts(_quoted(summary), run)
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
     return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs)

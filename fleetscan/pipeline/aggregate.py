@@ -1,22 +1,24 @@
-"""Roll a run up once: its tables are built from the run directory in one pass over the records and
-HDF files, and feed summary.json, results.csv, report.md, report.html, the console table and the
-Prefect artifacts, so every one of them ranks namespaces and controls the same way."""
+"""Roll a run up once: its tables are built in one pass over the records (which keep each
+container's control rows, so no HDF file is parsed again), and feed summary.json, results.csv,
+report.md, report.html, the console table and the Prefect artifacts, so every one of them ranks
+namespaces and controls the same way."""
 
 from __future__ import annotations
 
 import csv
-import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..results.files import write_json_atomic, write_text_atomic
-from ..results.records import exit_code, totals
+from ..results.files import atomic_text, write_json_atomic
+from ..results.records import TargetRecord, exit_code, totals
 from ..results.rundir import RunDir
 
 WORST_SHOWN = 10
+CSV_CHUNK = 50_000
 
 
 @dataclass
@@ -73,10 +75,18 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, his
     from ..report.build import build_reports
     from ..report.frames import from_targets
 
-    records = sorted(run.records(), key=lambda r: r.key)
     finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    targets = [r.to_dict() for r in records]
-    frames = from_targets(run.path, run.run_id, finished_at, targets)
+    targets: list[dict[str, Any]] = []  # as summary.json lists them: without the control rows
+    records: list[TargetRecord] = []
+
+    def each() -> Iterator[dict[str, Any]]:  # one record at a time: its control rows are dropped once read
+        for record in run.iter_records():
+            yield record.to_dict()
+            record.controls = []
+            records.append(record)
+            targets.append(record.summary_dict())
+
+    frames = from_targets(run.path, run.run_id, finished_at, each())
     analysis = analyse(frames)
     summary = RunSummary(
         run.run_id,
@@ -95,10 +105,10 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, his
         ),
     )
     write_json_atomic(run.path / "summary.json", summary.to_dict())
-    with io.StringIO() as buf:
-        writer = csv.writer(buf)
-        writer.writerow(frames.controls.columns)  # one row per container and control
-        writer.writerows(frames.controls.astype(object).itertuples(index=False))
-        write_text_atomic(run.path / "results.csv", buf.getvalue())
+    with atomic_text(run.path / "results.csv") as fh:  # one row per container and control
+        writer = csv.writer(fh)
+        writer.writerow(frames.controls.columns)
+        for start in range(0, len(frames.controls), CSV_CHUNK):  # a slice at a time: memory stays flat
+            writer.writerows(frames.controls.iloc[start : start + CSV_CHUNK].astype(object).itertuples(index=False))
     build_reports(run.path, history, frames=frames, analysis=analysis)
     return summary

@@ -24,7 +24,7 @@ from ..errors import ApproachUnavailable, FleetscanError, Interrupted, RunDirErr
 from ..kube.client import Kube
 from ..kube.credentials import CredentialSettings, NamespaceCredentials, merge_rules
 from ..kube.targets import Target
-from ..results.hdf import unexamined_controls
+from ..results.hdf import control_rows, counted_controls, unexamined_controls
 from ..results.records import TargetRecord
 from ..results.rundir import RunDir
 from ..results.threshold import Threshold
@@ -44,6 +44,32 @@ class _Access:
         return self.creds.kubeconfig()
 
 
+class NodeSlots:
+    """At most `limit` scans at once on each node (0: no limit): each exec and debug container is
+    work for that node's kubelet and runtime, whatever the run's concurrency."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._nodes: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def slot(self, node: str) -> AbstractContextManager[Any]:
+        if not self._limit or not node:
+            return contextlib.nullcontext()
+        with self._lock:
+            return self._nodes.setdefault(node, threading.BoundedSemaphore(self._limit))
+
+
+def by_node_in_turn(targets: list[Target]) -> list[Target]:
+    """The targets with their nodes taken in turn (a, b, c, a, b, ...), so a namespace's workers
+    spread over its nodes instead of queueing for one."""
+    nodes: dict[str, list[Target]] = {}
+    for t in targets:
+        nodes.setdefault(t.node, []).append(t)
+    queues = list(nodes.values())
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
 @dataclass
 class Scanner:
     """What every container scan of one run shares."""
@@ -58,10 +84,14 @@ class Scanner:
     slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     on_done: Callable[[TargetRecord], None] = lambda record: None
     _run_slots: threading.BoundedSemaphore = field(init=False)
+    _nodes: NodeSlots = field(init=False)
+    # (approach, image digest) -> why it cannot work for that image (e.g. no shell): not tried again
+    _of_image: dict[tuple[str, str], str] = field(init=False, default_factory=dict)
     _abort: threading.Event = field(init=False, default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._run_slots = threading.BoundedSemaphore(self.params.concurrency)
+        self._nodes = NodeSlots(self.params.max_per_node)
 
     # -- one namespace ------------------------------------------------------------------------------
     def scan_namespace(self, namespace: str, targets: list[Target]) -> list[TargetRecord]:
@@ -87,19 +117,22 @@ class Scanner:
             kube = creds.scan_client()
             workers = max(1, min(self.params.concurrency, len(targets)))
             with ThreadPoolExecutor(workers, thread_name_prefix=f"scan-{namespace}") as pool:
-                jobs = [pool.submit(self.scan_target, creds, kube, t) for t in targets]
+                jobs = [pool.submit(self.scan_target, creds, kube, t) for t in by_node_in_turn(targets)]
                 try:
-                    return [job.result() for job in jobs]
+                    done = [job.result() for job in jobs]
                 except BaseException:
                     self._abort.set()  # the run directory failed or the run stops: start nothing more
                     raise
+                order = {t.key: i for i, t in enumerate(targets)}
+                return sorted(done, key=lambda r: order[r.key])  # in the order handed in
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- one container ------------------------------------------------------------------------------
     def scan_target(self, creds: NamespaceCredentials, kube: Kube, target: Target) -> TargetRecord:
         record = TargetRecord.for_target(target, self.engine.name)
         opened: list[Transport] = []
-        with self._run_slots, self.slot():
+        # The node's slot first: a scan waiting for a busy node holds none of the run's slots.
+        with self._nodes.slot(target.node), self._run_slots, self.slot():
             if self._abort.is_set():
                 raise Interrupted(f"{target.key}: not scanned, the run is stopping")
             cancel.check(target.key)
@@ -132,6 +165,8 @@ class Scanner:
             why = approach.unavailable(target, self.access, forced=forced)
             if why is None and approach.name not in self.engine.approaches:
                 why = f"the {self.engine.name} engine cannot work through it"
+            if why is None and not forced:
+                why = self._of_image.get((approach.name, target.image_id))
             if why is not None:
                 reasons.append(f"{approach.name}: {why}")
                 continue
@@ -144,17 +179,21 @@ class Scanner:
                 doc = self.engine.scan(target, _Access(transport, creds))
             except ApproachUnavailable as exc:
                 reasons.append(f"{approach.name}: {exc}")
+                if exc.of_image and target.image_id:
+                    self._of_image[(approach.name, target.image_id)] = f"{exc} (known from another container)"
                 continue
             finally:
                 if transport is not None:  # exec requests sent, and tries of the scan (1 + its retries)
                     record.exec_calls += transport.exec_calls + transport.retried
                     record.attempts = max(record.attempts, 1) + transport.retried
-            verdict = self.threshold.evaluate(doc)
+            counted = counted_controls(doc)  # once: the verdict, the completeness check and the rows
+            verdict = self.threshold.evaluate(doc, counted)
             record.outcome = "passed" if verdict.passed else "failed"
             record.compliance = verdict.counts.compliance
             record.counts = verdict.counts.overall
             record.reason = "" if verdict.passed else verdict.message
-            if unexamined := unexamined_controls(doc):  # an incomplete result is an error, never a verdict
+            record.controls = control_rows(doc, counted)
+            if unexamined := unexamined_controls(doc, counted):  # an incomplete result is an error, never a verdict
                 record.outcome = "error"
                 record.reason = f"{len(unexamined)} control(s) could not be examined: {'; '.join(unexamined[:3])}"
             return self._finish(record, started, doc)
@@ -170,5 +209,6 @@ class Scanner:
     def _finish(self, record: TargetRecord, started: float, doc: dict[str, Any] | None = None) -> TargetRecord:
         record.duration_s = round(time.monotonic() - started, 3)
         self.run.record(record, doc)
+        record.controls = []  # on disk now: what a run holds per container must not grow with its profile
         self.on_done(record)
         return record

@@ -4,20 +4,40 @@ names the file, so the run stops with a clear message and what was written befor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..errors import RunDirError
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[TextIO]:
+    """A text file written in pieces that appears whole at `path`, or not at all."""
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path}: {_why(exc)}") from exc
+    finally:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False) -> None:
+    tmp = ""
+    try:
+        if not folder_exists:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -32,8 +52,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    write_bytes_atomic(path, json.dumps(doc, indent=1).encode())
+def write_json_atomic(path: Path, doc: Any, *, compact: bool = False, folder_exists: bool = False) -> None:
+    text = json.dumps(doc, separators=(",", ":")) if compact else json.dumps(doc, indent=1)
+    write_bytes_atomic(path, text.encode(), folder_exists=folder_exists)
 
 
 def _why(exc: OSError) -> str:

@@ -346,12 +346,37 @@ class Counts:
         return self.by_severity.get(severity, {}).get(status, 0)
 
 
-def unexamined_controls(doc: dict[str, Any]) -> list[str]:
+def _raw_controls(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    return {c.get("id"): c for p in doc.get("profiles") or [] for c in p.get("controls") or []}
+
+
+# One row per counted control, what reports and results.csv need: kept in each container's record
+# so that a run's aggregation never parses its HDF files again.
+ROW_FIELDS = ("control", "title", "severity", "impact", "status", "message")
+
+
+def control_rows(doc: dict[str, Any], counted: list[CountedControl] | None = None) -> list[list[Any]]:
+    raw = _raw_controls(doc)
+    rows = []
+    for c in counted_controls(doc) if counted is None else counted:
+        meta = raw.get(c.id) or {}
+        message = next(
+            (str(r.get("message") or r.get("skip_message") or "") for r in meta.get("results") or []
+             if r.get("status") != "passed"),
+            "",
+        )  # fmt: skip
+        rows.append(
+            [c.id, str(meta.get("title") or c.id), c.severity, float(meta.get("impact", 0.0)), c.status, message]
+        )
+    return rows
+
+
+def unexamined_controls(doc: dict[str, Any], counted: list[CountedControl] | None = None) -> list[str]:
     """The counted controls that hold an error result, each with its first message: facts the
     scan needed but could not establish (a cut section, a hostile file, a failed command)."""
-    raw = {c.get("id"): c for p in doc.get("profiles") or [] for c in p.get("controls") or []}
+    raw = _raw_controls(doc)
     out = []
-    for control in counted_controls(doc):
+    for control in counted_controls(doc) if counted is None else counted:
         if control.status != "error":
             continue
         results = (raw.get(control.id) or {}).get("results") or []

@@ -35,6 +35,8 @@ class TargetRecord:
     attempts: int = 0
     represents: list[str] = field(default_factory=list)
     node: str = ""
+    # One row per counted control (hdf.ROW_FIELDS), so reports never parse the HDF files again.
+    controls: list[list[Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -42,6 +44,12 @@ class TargetRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary_dict(self) -> dict[str, Any]:
+        """As summary.json lists it: without the per-control rows (results.csv has those)."""
+        out = asdict(self)
+        del out["controls"]
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TargetRecord:

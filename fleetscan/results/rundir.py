@@ -10,7 +10,8 @@ so a crash loses nothing finished and a rerun with the same run id resumes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ class RunDir:
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
+        self._made: set[Path] = set()
+        self._lock = threading.Lock()
 
     @classmethod
     def open(
@@ -69,18 +72,37 @@ class RunDir:
     def record(self, record: TargetRecord, hdf_doc: dict[str, Any] | None = None) -> None:
         rel = self._parts(record.namespace, record.pod, record.container)
         if hdf_doc is not None:
-            write_json_atomic(self.path / "hdf" / rel, hdf_doc)
+            write_json_atomic(self.path / "hdf" / rel, hdf_doc, compact=True, folder_exists=self._folder("hdf", rel))
             record.hdf = str(Path("hdf") / rel)
-        write_json_atomic(self.path / "records" / rel, record.to_dict())  # last: the record vouches for the HDF
+        # last: the record vouches for the HDF
+        write_json_atomic(self.path / "records" / rel, record.to_dict(), folder_exists=self._folder("records", rel))
+
+    def _folder(self, kind: str, rel: Path) -> bool:
+        """Make the folder of `rel` once per run (a mkdir per record costs more than its write)."""
+        folder = self.path / kind / rel.parent
+        with self._lock:
+            if folder in self._made:
+                return True
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False  # the write will report it, naming the file
+        with self._lock:
+            self._made.add(folder)
+        return True
 
     def records(self) -> list[TargetRecord]:
-        out = []
-        for path in sorted((self.path / "records").rglob("*.json")):
+        return list(self.iter_records())
+
+    def iter_records(self) -> Iterator[TargetRecord]:
+        """Every record in key order (namespace/pod/container), read one at a time."""
+        root = self.path / "records"
+        paths = sorted(root.rglob("*.json"), key=lambda p: p.relative_to(root).as_posix().removesuffix(".json"))
+        for path in paths:
             try:
-                out.append(TargetRecord.from_dict(json.loads(path.read_text())))
+                yield TargetRecord.from_dict(json.loads(path.read_text()))
             except (OSError, ValueError, TypeError):
                 continue  # damaged (only a crash mid-rename could do it): scanned again on resume
-        return out
 
     def finished(self) -> dict[str, TargetRecord]:
         """Containers a resumed run need not scan again (errors are retried)."""

@@ -151,8 +151,9 @@ def _first_violation(t: Any, counts: Counts, controls: list[CountedControl]) -> 
     return None
 
 
-def evaluate(hdf: dict[str, Any], threshold: Any) -> Verdict:
-    controls = counted_controls(hdf)
+def evaluate(hdf: dict[str, Any], threshold: Any, controls: list[CountedControl] | None = None) -> Verdict:
+    """The threshold's verdict on `hdf` (whose counted controls may be passed in, computed once)."""
+    controls = counted_controls(hdf) if controls is None else controls
     counts = Counts.of(controls)
     violation = _first_violation(threshold, counts, controls)
     return Verdict(violation is None, violation or PASS_MESSAGE, counts)
@@ -166,8 +167,8 @@ class Threshold:
     name: str
     sha256: str
 
-    def evaluate(self, hdf: dict[str, Any]) -> Verdict:
-        return evaluate(hdf, self.rules)
+    def evaluate(self, hdf: dict[str, Any], controls: list[CountedControl] | None = None) -> Verdict:
+        return evaluate(hdf, self.rules, controls)
 
 
 def load_run_threshold(path: str | None) -> Threshold:
