@@ -75,7 +75,9 @@ class RunDir:
             write_json_atomic(self.path / "hdf" / rel, hdf_doc, compact=True, folder_exists=self._folder("hdf", rel))
             record.hdf = str(Path("hdf") / rel)
         # last: the record vouches for the HDF
-        write_json_atomic(self.path / "records" / rel, record.to_dict(), folder_exists=self._folder("records", rel))
+        write_json_atomic(
+            self.path / "records" / rel, record.to_dict(), compact=True, folder_exists=self._folder("records", rel)
+        )
 
     def _folder(self, kind: str, rel: Path) -> bool:
         """Make the folder of `rel` once per run (a mkdir per record costs more than its write)."""

@@ -20,7 +20,6 @@ The script runs in a container that may be hostile, so it is careful and bounded
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -158,18 +157,42 @@ def output_limit(facts: list[Fact]) -> int:
 
 
 def split(output: bytes, token: str, count: int) -> dict[int, Section]:
-    """Section payloads by index; a section cut off (timeout, dropped stream) is absent."""
+    """Section payloads by index; a section cut off (timeout, dropped stream) is absent. Plain
+    searches for the markers (a regex holding the per-scan token would be compiled per scan)."""
     found: dict[int, Section] = {}
-    tok = re.escape(token.encode())
-    status = re.compile(rb"\A(.*)\n" + tok + rb":S:(\d{1,3})\n\Z", re.DOTALL)
-    for match in re.finditer(rb"\n" + tok + rb":B:(\d+)\n(.*?)\n" + tok + rb":E:\1\n", output, re.DOTALL):
-        index = int(match.group(1))
+    begin, tok = b"\n" + token.encode() + b":B:", token.encode()
+    status_mark = b"\n" + tok + b":S:"
+    pos = 0
+    while (at := output.find(begin, pos)) >= 0:
+        number_at = at + len(begin)
+        line_end = output.find(b"\n", number_at)
+        if line_end < 0:
+            break
+        number = output[number_at:line_end]
+        if not (number.isdigit() and number.isascii()):
+            pos = number_at
+            continue
+        end_mark = b"\n" + tok + b":E:" + number + b"\n"
+        body_end = output.find(end_mark, line_end + 1)
+        if body_end < 0:  # never ended: cut off
+            pos = number_at
+            continue
+        pos = body_end + len(end_mark)
+        index = int(number)
         if index >= count:
             continue
-        body = match.group(2)
-        done = status.match(body)
-        found[index] = Section(done.group(1), False, int(done.group(2))) if done else Section(body, True, None)
+        body = output[line_end + 1 : body_end]
+        found[index] = _section(body, status_mark)
     return found
+
+
+def _section(body: bytes, status_mark: bytes) -> Section:
+    """A section's payload and status; without its status line at its very end it did not finish."""
+    at = body.rfind(status_mark)
+    code = body[at + len(status_mark) : -1] if at >= 0 and body.endswith(b"\n") else b""
+    if 1 <= len(code) <= 3 and code.isdigit() and code.isascii():
+        return Section(body[:at], False, int(code))
+    return Section(body, True, None)
 
 
 def complete(output: bytes, token: str) -> bool:

@@ -5,7 +5,8 @@ inside it, so no hash ever leaves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 from ..facts import Fact, q
@@ -38,18 +39,16 @@ class Row:
     name: str
     id_text: str
     shell: str
-
-    @property
-    def id(self) -> int | None:
-        return valid_id(self.id_text)
+    id: int | None  # valid_id(id_text)
 
 
 @dataclass(frozen=True)
 class Table:
     state: str  # OK, or why it could not be read (see resources.STATES)
-    rows: list[Row] = field(default_factory=list)
+    rows: tuple[Row, ...] = ()
 
 
+@functools.lru_cache(maxsize=16)  # several checks read each table, and replicas share theirs
 def parse_table(payload: bytes) -> Table:
     text = payload.decode(errors="replace")
     first, _, rest = text.partition("\n")
@@ -61,8 +60,8 @@ def parse_table(payload: bytes) -> Table:
             continue
         name, _, tail = line.partition(":")
         id_text, _, shell = tail.partition(":")
-        rows.append(Row(name, id_text, shell))
-    return Table("OK", rows)
+        rows.append(Row(name, id_text, shell, valid_id(id_text)))
+    return Table("OK", tuple(rows))
 
 
 def id_names(table: Table | None) -> dict[int, str]:
