@@ -29,17 +29,20 @@ def build_reports(
     record: bool = True,
     frames: RunFrames | None = None,
     analysis: Analysis | None = None,
+    names: tuple[str, str] | None = None,
 ) -> Report:
-    """report.html and report.md; the tables are read from the run directory unless the caller
-    (the run's one aggregation) already has them."""
-    summary = json.loads((run_dir / "summary.json").read_text())
+    """report.html and report.md; the tables (and the profile and threshold `names`) are read from
+    the run directory unless the caller (the run's one aggregation) already has them."""
+    if names is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        names = summary.get("profile", ""), summary.get("threshold", "")
+    profile, threshold = names
     frames = frames if frames is not None else load_run(run_dir)
     analysis = analysis if analysis is not None else analyse(frames)
     history = history or default_history(run_dir)
     if record:
         record_run(history, frames, analysis)
     diff = changes(history, frames)
-    profile, threshold = summary.get("profile", ""), summary.get("threshold", "")
     html_path, md_path = run_dir / "report.html", run_dir / "report.md"
     trend = trends(history)
     write_text_atomic(

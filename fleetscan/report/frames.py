@@ -63,6 +63,9 @@ CATEGORIES = [
 ]
 
 
+BATCH_ROWS = 100_000  # control rows held as Python values at once while a run is loaded
+
+
 @dataclass
 class RunFrames:
     run_id: str
@@ -78,17 +81,22 @@ class _Column:
         self.codes = array("i")
         self.index: dict[Any, int] = {}
 
-    def add(self, value: Any) -> None:
-        code = self.index.get(value)
-        if code is None:
-            code = self.index[value] = len(self.index)
-        self.codes.append(code)
-
     def extend(self, value: Any, times: int) -> None:
+        self.codes.extend(array("i", [self._code(value)]) * times)
+
+    def add_all(self, values: list[Any]) -> None:
+        """Many values at once: factorised in C, then each distinct value looked up once."""
+        if not values:
+            return
+        codes, uniques = pd.factorize(np.array(values, dtype=object), use_na_sentinel=False)
+        known = np.array([self._code(u) for u in uniques], dtype=np.int32)
+        self.codes.frombytes(known[codes].tobytes())
+
+    def _code(self, value: Any) -> int:
         code = self.index.get(value)
         if code is None:
             code = self.index[value] = len(self.index)
-        self.codes.extend(array("i", [code]) * times)
+        return code
 
     def series(self, categorical: bool) -> Any:
         values = list(self.index)
@@ -122,6 +130,14 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
     columns = {c: _Column() for c in CONTROL_COLUMNS if c != "impact"}
     impact = array("d")
     row_fields = {name: i for i, name in enumerate(ROW_FIELDS)}
+    per_row = ("control", "title", "severity", "status", "message")
+    pending: dict[str, list[Any]] = {name: [] for name in per_row}  # a batch of rows, column-wise
+
+    def flush() -> None:
+        for name, values in pending.items():
+            columns[name].add_all(values)
+            values.clear()
+
     for t in targets:
         workload = f"{t.get('workload_kind') or 'Pod'}/{t.get('workload_name') or t['pod']}"
         rows.append({**{k: t.get(k) for k in CONTAINER_COLUMNS}, "workload": workload})
@@ -138,10 +154,13 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
             ("approach", t.get("approach", "")),
         ):
             columns[key].extend(value, n)
-        for row in controls:
-            for name in ("control", "title", "severity", "status", "message"):
-                columns[name].add(row[row_fields[name]])
-            impact.append(float(row[row_fields["impact"]]))
+        by_field = list(zip(*controls, strict=True))
+        for name in per_row:
+            pending[name].extend(by_field[row_fields[name]])
+        impact.extend(map(float, by_field[row_fields["impact"]]))
+        if len(pending["control"]) >= BATCH_ROWS:
+            flush()
+    flush()
     containers = pd.DataFrame(rows, columns=CONTAINER_COLUMNS)
     for column in CATEGORIES:
         if column in containers:

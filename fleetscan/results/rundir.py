@@ -9,7 +9,9 @@ so a crash loses nothing finished and a rerun with the same run id resumes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -99,10 +101,10 @@ class RunDir:
     def iter_records(self) -> Iterator[TargetRecord]:
         """Every record in key order (namespace/pod/container), read one at a time."""
         root = self.path / "records"
-        paths = sorted(root.rglob("*.json"), key=lambda p: p.relative_to(root).as_posix().removesuffix(".json"))
-        for path in paths:
+        for _, path in sorted(_record_files(str(root))):
             try:
-                yield TargetRecord.from_dict(json.loads(path.read_text()))
+                with open(path, "rb") as fh:
+                    yield TargetRecord.from_dict(json.loads(fh.read()))
             except (OSError, ValueError, TypeError):
                 continue  # damaged (only a crash mid-rename could do it): scanned again on resume
 
@@ -125,3 +127,17 @@ class RunDir:
 
     def hdf_path(self, record: TargetRecord) -> Path | None:
         return self.path / record.hdf if record.hdf else None
+
+
+def _record_files(root: str) -> Iterator[tuple[str, str]]:
+    """(namespace/pod/container, path) of every records/<ns>/<pod>/<container>.json."""
+    with contextlib.suppress(FileNotFoundError):
+        for ns in os.scandir(root):
+            if not ns.is_dir(follow_symlinks=False):
+                continue
+            for pod in os.scandir(ns.path):
+                if not pod.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(pod.path):
+                    if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                        yield f"{ns.name}/{pod.name}/{entry.name.removesuffix('.json')}", entry.path
