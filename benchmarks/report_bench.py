@@ -1,117 +1,107 @@
-"""Report benchmark: aggregation and rendering of a synthetic N-container run (default 10,000, the
-bundled profile's 36 controls each), timing and peak memory measured in this run; nothing asserts.
+"""Report benchmark: the end of a synthetic N-container run (default 100,000, the bundled profile's
+controls each) as a real run ends it: `aggregate()` reads the records from the run directory and
+writes summary.json, results.csv, report.md and report.html. Timed, with its process's peak memory
+(aggregation runs in a child process of its own, so generating the run does not count). Nothing
+asserts.
 
-    python benchmarks/report_bench.py [--containers 10000]
+    python benchmarks/report_bench.py [--containers 100000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from fleetscan.engines.native.profile import load_profile
-from fleetscan.report.analysis import analyse
-from fleetscan.report.build import build_reports
-from fleetscan.report.frames import load_run
-from fleetscan.results import hdf
+from fleetscan.pipeline.aggregate import aggregate
+from fleetscan.results.records import TargetRecord
+from fleetscan.results.rundir import RunDir
+
+STATUSES = ["passed", "passed", "passed", "failed", "skipped"]
 
 
-def synthetic_run(folder: Path, containers: int) -> Path:
+def synthetic_run(folder: Path, containers: int) -> None:
+    """records/<ns>/<pod>/c.json for `containers` pods in 200 namespaces, as a scan writes them."""
     profile = load_profile("container-baseline")
     rng = random.Random(7)
-    targets = []
+    made: set[Path] = set()
     for i in range(containers):
-        ns, pod = f"ns-{i % 200:03d}", f"app-{i:05d}"
-        controls = [
-            hdf.Control(
-                c.id,
-                c.title,
-                "",
-                c.impact,
-                c.tags,
-                [],
-                "",
-                "p.yml",
-                1,
-                [
-                    hdf.Result(
-                        rng.choice(["passed", "passed", "passed", "failed", "skipped"]), c.title, "2026-11-27T00:00:00Z"
-                    )
-                ],
-            )
-            for c in profile.controls
-        ]
-        doc = hdf.document(
-            hdf.ProfileInfo(profile.name, profile.title, profile.version, profile.sha256),
-            controls,
-            target_id=pod,
-            platform_name="k8s-container",
-            platform_release="1",
-            duration=0.1,
+        ns, pod = f"ns-{i % 200:03d}", f"app-{i:06d}"
+        rows = []
+        for c in profile.controls:
+            status = rng.choice(STATUSES)
+            message = "" if status == "passed" else f"{c.id}: found /usr/bin/x{rng.randrange(1000)}"
+            rows.append([c.id, c.title, str(c.tags.get("severity", "medium")), c.impact, status, message])
+        failed = sum(r[4] == "failed" for r in rows)
+        record = TargetRecord(
+            ns,
+            pod,
+            "c",
+            f"registry.example/img-{i % 50}:1",
+            "Deployment",
+            f"w-{i % 1000}",
+            "exec",
+            "native",
+            "failed" if failed else "passed",
+            round(100 * (1 - failed / len(rows))),
+            {"passed": len(rows) - failed, "failed": failed},
+            "",
+            f"hdf/{ns}/{pod}/c.json",
+            1,
+            0.1,
+            1,
+            node=f"node-{i % 40}",
+            controls=rows,
         )
-        rel = f"hdf/{ns}/{pod}/c.json"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_text(json.dumps(doc))
-        targets.append(
-            {
-                "namespace": ns,
-                "pod": pod,
-                "container": "c",
-                "image": f"img-{i % 50}",
-                "workload_kind": "Deployment",
-                "workload_name": f"w-{i % 1000}",
-                "approach": "exec",
-                "engine": "native",
-                "outcome": "failed",
-                "compliance": 70,
-                "reason": "",
-                "hdf": rel,
-                "exec_calls": 2,
-                "duration_s": 0.1,
-            }
-        )
-    (folder / "summary.json").write_text(
-        json.dumps(
-            {
-                "run_id": "bench",
-                "finished_at": "2026-11-27T00:00:00Z",
-                "profile": profile.name,
-                "threshold": "t",
-                "targets": targets,
-            }
-        )
+        path = folder / "records" / ns / pod / "c.json"
+        if path.parent not in made:
+            path.parent.mkdir(parents=True)
+            made.add(path.parent)
+        path.write_text(json.dumps(asdict(record), separators=(",", ":")))
+
+
+def aggregate_only(folder: Path) -> None:
+    """The child process: what the flow's aggregate task does, on the generated run."""
+    start = time.perf_counter()
+    summary = aggregate(
+        RunDir(folder, "bench"), started_at="2026-12-01T00:00:00Z", profile="container-baseline", threshold="t"
     )
-    return folder
+    print(json.dumps({"seconds": time.perf_counter() - start, "targets": summary.totals["targets"]}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--containers", type=int, default=10_000)
+    parser.add_argument("--containers", type=int, default=100_000)
+    parser.add_argument("--aggregate", help=argparse.SUPPRESS)  # the child process's run directory
     args = parser.parse_args()
+    if args.aggregate:
+        aggregate_only(Path(args.aggregate))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        run = synthetic_run(Path(tmp) / "run", args.containers)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run = Path(tmp) / "run"
         start = time.perf_counter()
-        frames = load_run(run)
-        loaded = time.perf_counter()
-        analyse(frames)
-        analysed = time.perf_counter()
-        build_reports(run, Path(tmp) / "history")
-        built = time.perf_counter()
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-        rows = len(frames.controls)
-        size = (run / "report.html").stat().st_size / 2**20
-    print(f"{args.containers} containers, {rows} control rows")
+        synthetic_run(run, args.containers)
+        generated = time.perf_counter() - start
+        proc = subprocess.Popen([sys.executable, __file__, "--aggregate", str(run)], stdout=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out = json.loads(proc.stdout.read() if proc.stdout else b"{}")
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sizes = {name: (run / name).stat().st_size / 2**20 for name in ("summary.json", "results.csv", "report.html")}
+    rows = args.containers * len(load_profile("container-baseline").controls)
+    print(f"report: {out['targets']} containers, {rows} control rows (generated in {generated:.0f} s)")
     print(
-        f"load HDFs into frames {loaded - start:.1f} s; aggregate {analysed - loaded:.2f} s; "
-        f"full report build (load, aggregate, history, HTML, Markdown) {built - analysed:.1f} s"
+        f"  aggregate (records -> summary.json, results.csv, report.md, report.html): {out['seconds']:.1f} s, "
+        f"peak RSS of its process {usage.ru_maxrss / 1024:.0f} MB"
     )
-    print(f"peak memory growth while reporting {peak / 2**20:.0f} MB; report.html {size:.1f} MB")
+    print("  " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in sizes.items()))
 
 
 if __name__ == "__main__":

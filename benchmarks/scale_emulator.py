@@ -8,13 +8,13 @@ from pathlib import Path
 
 
 def start(
-    tmp: Path, namespaces: int, pods_per_namespace: int, containers_per_pod: int = 1
+    tmp: Path, namespaces: int, pods_per_namespace: int, containers_per_pod: int = 1, pods_per_node: int = 100
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `fleetscan emulator serve` on a scale scenario; the kubeconfig appears once it serves."""
     scenario = tmp / "scale.yaml"
     scenario.write_text(
         f"scale: {{namespaces: {namespaces}, pods_per_namespace: {pods_per_namespace}, "
-        f"containers_per_pod: {containers_per_pod}, image: busybox}}\n"
+        f"containers_per_pod: {containers_per_pod}, pods_per_node: {pods_per_node}, image: busybox}}\n"
     )
     kubeconfig = tmp / "kc"
     cmd = [sys.executable, "-m", "fleetscan", "emulator", "serve", "--scenario", str(scenario)]
