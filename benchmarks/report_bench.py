@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from fleetscan.engines.native.profile import load_profile
@@ -65,7 +64,7 @@ def synthetic_run(folder: Path, containers: int) -> None:
         if path.parent not in made:
             path.parent.mkdir(parents=True)
             made.add(path.parent)
-        path.write_text(json.dumps(asdict(record), separators=(",", ":")))
+        path.write_text(json.dumps(record.to_dict(), separators=(",", ":")))
 
 
 def aggregate_only(folder: Path) -> None:
