@@ -8,7 +8,6 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,7 @@ def atomic_text(path: Path) -> Iterator[TextIO]:
     """A text file written in pieces that appears whole at `path`, or not at all."""
     tmp = ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp, fd = _open_temporary(path)
         with os.fdopen(fd, "w", newline="") as fh:
             yield fh
         os.replace(tmp, path)
@@ -34,15 +32,10 @@ def atomic_text(path: Path) -> Iterator[TextIO]:
             Path(tmp).unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     tmp = ""
     try:
-        if not folder_exists:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # Unique per process and thread (each writes one file at a time): cheaper than mkstemp's
-        # random names, which cost more than the write itself at a record per container.
-        tmp = str(path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        tmp, fd = _open_temporary(path)
         try:
             view = memoryview(data)
             while view:
@@ -56,13 +49,26 @@ def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False) 
         raise RunDirError(f"cannot write {path}: {_why(exc)}") from exc
 
 
+def _open_temporary(path: Path) -> tuple[str, int]:
+    """The temporary file beside `path`, its folder made only when missing (at a record per
+    container, a mkdir per write costs more than the write). Named per process and thread, each of
+    which writes one file at a time: cheaper than mkstemp's random names."""
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return tmp, os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tmp, os.open(tmp, flags, 0o600)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
-def write_json_atomic(path: Path, doc: Any, *, compact: bool = False, folder_exists: bool = False) -> None:
+def write_json_atomic(path: Path, doc: Any, *, compact: bool = False) -> None:
     text = json.dumps(doc, separators=(",", ":")) if compact else json.dumps(doc, indent=1)
-    write_bytes_atomic(path, text.encode(), folder_exists=folder_exists)
+    write_bytes_atomic(path, text.encode())
 
 
 def _why(exc: OSError) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ class RunDir:
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
-        self._made: set[Path] = set()
-        self._lock = threading.Lock()
 
     @classmethod
     def open(
@@ -74,26 +71,9 @@ class RunDir:
     def record(self, record: TargetRecord, hdf_doc: dict[str, Any] | None = None) -> None:
         rel = self._parts(record.namespace, record.pod, record.container)
         if hdf_doc is not None:
-            write_json_atomic(self.path / "hdf" / rel, hdf_doc, compact=True, folder_exists=self._folder("hdf", rel))
+            write_json_atomic(self.path / "hdf" / rel, hdf_doc, compact=True)
             record.hdf = str(Path("hdf") / rel)
-        # last: the record vouches for the HDF
-        write_json_atomic(
-            self.path / "records" / rel, record.to_dict(), compact=True, folder_exists=self._folder("records", rel)
-        )
-
-    def _folder(self, kind: str, rel: Path) -> bool:
-        """Make the folder of `rel` once per run (a mkdir per record costs more than its write)."""
-        folder = self.path / kind / rel.parent
-        with self._lock:
-            if folder in self._made:
-                return True
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return False  # the write will report it, naming the file
-        with self._lock:
-            self._made.add(folder)
-        return True
+        write_json_atomic(self.path / "records" / rel, record.to_dict(), compact=True)  # last: it vouches for the HDF
 
     def records(self) -> list[TargetRecord]:
         return list(self.iter_records())
