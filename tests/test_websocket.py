@@ -5,6 +5,7 @@ HTTPS, is covered by every scan test; these are the cases a well-behaved server 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import struct
@@ -108,6 +109,21 @@ def test_an_oversized_frame_is_refused_before_it_is_read(serve: Callable[[Script
 
     ws = serve(script)
     with pytest.raises(StreamDropped, match="a frame of"):
+        ws.recv()
+    ws.close()
+
+
+def test_a_message_fragmented_past_the_limit_is_refused(serve: Callable[[Script], ExecSocket]) -> None:
+    piece = b"x" * (4 << 20)  # each fragment is allowed; together they are not
+
+    def script(conn: socket.socket, request: bytes) -> None:
+        conn.sendall(upgrade(request))
+        with contextlib.suppress(OSError):  # the client hangs up once it has seen too much
+            for i in range(MAX_MESSAGE // len(piece) + 1):
+                conn.sendall(frame(0x0 if i else 0x2, piece, fin=False))
+
+    ws = serve(script)
+    with pytest.raises(StreamDropped, match="a message over"):
         ws.recv()
     ws.close()
 
