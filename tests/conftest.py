@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,19 @@ from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
 
 DATA = Path(__file__).parent / "data"
+
+# Processes the suite starts get a private temporary folder, removed when the session ends: a
+# fleetscan process SIGKILLed on purpose never runs the kubernetes client's exit hook that deletes
+# the CA file it wrote. This process keeps the usual one (resolved before TMPDIR changes).
+tempfile.gettempdir()
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="fleetscan-tests-"))
+os.environ["TMPDIR"] = str(SESSION_TMP)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if str(SESSION_TMP) in Path("/proc/self/mountinfo").read_text():
+        return  # something is still mounted there; a test reports it, removing it would be unsafe
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
