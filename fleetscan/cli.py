@@ -301,9 +301,10 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
 
     out = Path(params.out)
     try:
-        engine, threshold = check_inputs(params)
+        engine, threshold, waivers = check_inputs(params)
         kube = client_for(params)
-        RunDir.open(out, params.run_id, identity(params, engine, threshold), params=params.model_dump(mode="json"))
+        run_identity = identity(params, engine, threshold, waivers)
+        RunDir.open(out, params.run_id, run_identity, params=params.model_dump(mode="json"))
     except (UsageError, ResultsError, RunDirError) as exc:
         _fail(str(exc))
     log_file = out / "fleetscan.log"

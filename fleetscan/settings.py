@@ -45,6 +45,9 @@ class ScanParams(BaseModel):
         default_factory=dict, description="Profile inputs, e.g. production: true"
     )
     threshold: str | None = Field(None, description="SAF threshold file; empty: the bundled default.yml")
+    waivers: str = Field(
+        "", description="Waiver file (YAML): accepted risks, each with an owner and an expiry; empty: none"
+    )
     approach: Literal["auto", "exec", "debug", "sidecar"] = Field("auto", description="How to get into containers")
     allow_debug: bool = Field(True, description="May auto fall back to ephemeral debug containers?")
     debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")

@@ -29,11 +29,10 @@ from prefect.utilities.annotations import quote
 from fleetscan import cancel
 from fleetscan.errors import FleetscanError, Interrupted, RunDirError
 from fleetscan.pipeline.progress import Tracker
-from fleetscan.pipeline.run import RunResult, prepare, record_skipped, revoke_leftovers, shards, todo
+from fleetscan.pipeline.run import RunResult, RunSetup, prepare, record_skipped, revoke_leftovers, shards, todo
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.pipeline.share import collect, download, share_root, upload
 from fleetscan.results.hdf import now_iso
-from fleetscan.results.rundir import RunDir
 from fleetscan.settings import ScanParams
 from tasks.scan import aggregate_task, plan_task, publish_artifacts, scan_namespace_task
 
@@ -153,7 +152,7 @@ def _scan(params: ScanParams) -> RunResult:
     record_skipped(run, plan)
     pending = todo(run, plan)
     if params.dispatch:
-        return _dispatch(params, run, pending, started, setup.threshold.name)
+        return _dispatch(setup, pending, started)
     done = len(plan.targets) - sum(len(ts) for ts in pending.values())
     if done:
         logger.info("resuming run %s: %d container(s) already done", params.run_id, done)
@@ -165,6 +164,7 @@ def _scan(params: ScanParams) -> RunResult:
         setup.threshold,
         run,
         setup.access,
+        setup.waivers,
         slot=global_slot(logger) or contextlib.nullcontext,
     )
     scanner.on_done = tracker
@@ -192,7 +192,7 @@ def _scan(params: ScanParams) -> RunResult:
         if params.share:
             logger.info("handed %d file(s) to %s", upload(run, params.share), params.share)
         return RunResult(params.run_id, str(run.path), {"targets": tracker.total})
-    return _finish(params, run, started, setup.threshold.name)
+    return _finish(setup, started)
 
 
 def _quoted(value: T) -> T:
@@ -210,21 +210,21 @@ def _sweep(params: ScanParams, logger: Any) -> None:
         logger.info("removed %d object(s) an earlier attempt of run %s left", len(taken), params.run_id)
 
 
-def _finish(params: ScanParams, run: RunDir, started: str, threshold: str, shard_runs: int = 0) -> RunResult:
-    summary = aggregate_task(run, started, params.profile, threshold, params.history)
+def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
+    params, run = setup.params, setup.run
+    summary = aggregate_task(run, started, params.profile, setup.threshold.name, params.history, _quoted(setup.waivers))
     publish_artifacts(_quoted(summary), run)
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
     return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs)
 
 
-def _dispatch(
-    params: ScanParams, run: RunDir, pending: dict[str, list[Any]], started: str, threshold: str
-) -> RunResult:
+def _dispatch(setup: RunSetup, pending: dict[str, list[Any]], started: str) -> RunResult:
     """Scan shards of namespaces as separate flow runs of `params.dispatch` on its work pool (so N
     workers on N machines share one fleet scan), wait for them, then aggregate what they wrote into
     the shared run directory or handed over through `params.share`."""
     logger = get_run_logger()
+    params, run = setup.params, setup.run
     namespaces = sorted(pending)
     if params.share:
         share_root(params.share, params.run_id)  # an unusable URL fails now, not after every shard ran
@@ -270,7 +270,7 @@ def _dispatch(
             logger.warning("shard %d (%s) ended %s", i, flow_run.name, state.name if state else "unknown")
             lost = [t for ns in shard for t in pending[ns]]
             run.complete(lost, params.engine, f"shard run {flow_run.name} did not complete")
-    return _finish(params, run, started, threshold, len(runs))
+    return _finish(setup, started, len(runs))
 
 
 @flow(

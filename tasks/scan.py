@@ -21,6 +21,7 @@ from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.records import TargetRecord, totals
 from fleetscan.results.rundir import RunDir
+from fleetscan.results.waivers import NO_WAIVERS, Waivers
 
 # Nothing a task returns is cached or persisted: results hold no secret, but they are big and
 # worthless once the run is summarised.
@@ -50,9 +51,16 @@ def scan_namespace_task(scanner: Scanner, namespace: str, targets: list[Target])
 
 
 @task(name="aggregate-run", **_COMMON)
-def aggregate_task(run: RunDir, started_at: str, profile: str, threshold: str, history: str = "") -> RunSummary:
+def aggregate_task(
+    run: RunDir, started_at: str, profile: str, threshold: str, history: str = "", waivers: Waivers = NO_WAIVERS
+) -> RunSummary:
     return aggregate(
-        run, started_at=started_at, profile=profile, threshold=threshold, history=Path(history) if history else None
+        run,
+        started_at=started_at,
+        profile=profile,
+        threshold=threshold,
+        history=Path(history) if history else None,
+        waivers=waivers,
     )
 
 

@@ -86,3 +86,17 @@ def make_kubectl(emu: Emulator, tmp_path: Path, token: str | None = None) -> Kub
 @pytest.fixture()
 def kubectl(demo_emulator: Emulator, tmp_path: Path) -> Kubectl:
     return make_kubectl(demo_emulator, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    """Headless Chromium (Playwright), for the HTML report and the Prefect UI."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (make setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()

@@ -17,9 +17,9 @@ from fleetscan.settings import ScanParams
 
 def scanner_for(kube: Kube, tmp_path: Path, params: ScanParams) -> Scanner:
     params = params.model_copy(update={"out": str(tmp_path / "run"), "run_id": params.run_id or "t1"}).resolved()
-    engine, threshold = check_inputs(params)
-    run = RunDir.open(Path(params.out), params.run_id, identity(params, engine, threshold), params={})
-    return Scanner(params, kube, engine, threshold, run, access_settings(params, kube))
+    engine, threshold, waivers = check_inputs(params)
+    run = RunDir.open(Path(params.out), params.run_id, identity(params, engine, threshold, waivers), params={})
+    return Scanner(params, kube, engine, threshold, run, access_settings(params, kube), waivers=waivers)
 
 
 def scan_records(kube: Kube, tmp_path: Path, params: ScanParams, pods: list[str] | None = None) -> list[TargetRecord]:

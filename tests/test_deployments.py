@@ -107,6 +107,8 @@ def test_prefect_yaml_registers_schedule_and_trigger(server: dict[str, str]) -> 
         assert automations and "fleetscan.workload.deployed" in automations[0].trigger.expect
         schema = names["fleet-scan"].parameter_openapi_schema
         assert "ScanParams" in json.dumps(schema)  # the UI renders the parameter model as a form
+        fields = schema["definitions"]["ScanParams"]["properties"]
+        assert {"waivers", "threshold", "namespaces"} <= set(fields)  # e.g. a waiver file on the worker
 
 
 def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ headless Chromium (network blocked), as a person opens it."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -128,19 +127,6 @@ def test_history_can_live_elsewhere(tmp_path: Path) -> None:
     history = tmp_path / "elsewhere"
     build_reports(monday(tmp_path / "a"), history)
     assert (history / "runs.parquet").exists() and not (tmp_path / "a" / FOLDER).exists()
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("chromium is not installed (make setup installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 def offline_page(browser, allowed_prefix: str):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from typing import Any
 from ..results.files import atomic_text
 from ..results.records import TargetRecord, exit_code, totals
 from ..results.rundir import RunDir
+from ..results.waivers import NO_WAIVERS, Waivers
 
 WORST_SHOWN = 10
 CSV_CHUNK = 200_000
@@ -34,6 +35,7 @@ class RunSummary:
     fleet_compliance: float | None = None
     namespaces: list[dict[str, Any]] = field(default_factory=list)  # worst first
     worst_controls: list[dict[str, Any]] = field(default_factory=list)  # most severe failures first
+    waivers: dict[str, Any] = field(default_factory=dict)  # applied, unused and expired; counts
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class RunSummary:
             "fleet_compliance": self.fleet_compliance,
             "namespaces": self.namespaces,
             "worst_controls": self.worst_controls,
+            "waivers": self.waivers,
             "targets": self.targets,
         }
 
@@ -71,7 +74,15 @@ def _rows(df: Any, columns: list[str], rename: dict[str, str] | None = None) -> 
     ]
 
 
-def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, history: Path | None = None) -> RunSummary:
+def aggregate(
+    run: RunDir,
+    *,
+    started_at: str,
+    profile: str,
+    threshold: str,
+    history: Path | None = None,
+    waivers: Waivers = NO_WAIVERS,
+) -> RunSummary:
     from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
     from ..report.build import build_reports
     from ..report.frames import from_targets
@@ -89,6 +100,16 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, his
 
     frames = from_targets(run.path, run.run_id, finished_at, each())
     analysis = analyse(frames)
+    waived = frames.controls["waived"].astype(str)
+    by_waiver: dict[str, int] = {}
+    for record in records:
+        for waiver_id in record.waivers:
+            by_waiver[waiver_id] = by_waiver.get(waiver_id, 0) + 1
+    waiver_section = {
+        **waivers.section(by_waiver),
+        "waived_controls": int((waived != "").sum()),
+        "waived_still_failing": int((waived == "failed").sum()),
+    }
     summary = RunSummary(
         run.run_id,
         started_at,
@@ -104,10 +125,13 @@ def aggregate(run: RunDir, *, started_at: str, profile: str, threshold: str, his
             ["control", "title", "severity", "failing", "score"],
             {"failing": "failing_containers"},
         ),
+        waiver_section,
     )
     _write_summary(run.path / "summary.json", summary.to_dict())
     _write_csv(run.path / "results.csv", frames.controls)
-    build_reports(run.path, history, frames=frames, analysis=analysis, names=(profile, threshold))
+    build_reports(
+        run.path, history, frames=frames, analysis=analysis, names=(profile, threshold), waivers=waiver_section
+    )
     return summary
 
 

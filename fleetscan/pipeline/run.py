@@ -19,6 +19,7 @@ from ..kube.targets import Target
 from ..results.records import TargetRecord, exit_code
 from ..results.rundir import RunDir
 from ..results.threshold import Threshold, load_run_threshold
+from ..results.waivers import Waivers, load_waivers
 from ..retry import RetryPolicy
 from ..settings import ScanParams
 
@@ -38,11 +39,11 @@ class RunResult:
         return exit_code(self.totals)
 
 
-def check_inputs(params: ScanParams) -> tuple[Engine, Threshold]:
-    """The engine (its profile and inputs parsed) and the threshold: bad ones raise UsageError or
-    ThresholdError, before any cluster call."""
+def check_inputs(params: ScanParams) -> tuple[Engine, Threshold, Waivers]:
+    """The engine (its profile and inputs parsed), the threshold and the waivers: bad ones raise
+    UsageError or ThresholdError, before any cluster call."""
     params.selection()  # names and globs are valid
-    return engines.build(params), load_run_threshold(params.threshold)
+    return engines.build(params), load_run_threshold(params.threshold), load_waivers(params.waivers)
 
 
 def client_for(params: ScanParams) -> Kube:
@@ -55,11 +56,12 @@ def client_for(params: ScanParams) -> Kube:
     return connect(params.kubeconfig, params.context, settings)
 
 
-def identity(params: ScanParams, engine: Engine, threshold: Threshold) -> dict[str, Any]:
+def identity(params: ScanParams, engine: Engine, threshold: Threshold, waivers: Waivers) -> dict[str, Any]:
     """What a run scans and how it judges: a resume must match it."""
     return {
         "profile": engine.profile_id,
         "threshold": f"{threshold.name} sha256:{threshold.sha256[:16]}",
+        "waivers": waivers.identity,
         "engine": params.engine,
         "inputs": dict(sorted(params.inputs.items())),
         "approach": params.approach,
@@ -78,23 +80,24 @@ class RunSetup:
     kube: Kube
     engine: Engine
     threshold: Threshold
+    waivers: Waivers
     run: RunDir
     access: AccessSettings
 
 
 def prepare(params: ScanParams) -> RunSetup:
     """Inputs checked, the run directory opened, then the first cluster call."""
-    engine, threshold = check_inputs(params)
+    engine, threshold, waivers = check_inputs(params)
     sweep_kubeconfigs()  # what a killed run left on disk goes before this one starts
     kube = client_for(params)
     run = RunDir.open(
         Path(params.out),
         params.run_id,
-        identity(params, engine, threshold),
+        identity(params, engine, threshold, waivers),
         params=params.model_dump(mode="json"),
         shard=not params.aggregate,
     )
-    return RunSetup(params, kube, engine, threshold, run, access_settings(params, kube))
+    return RunSetup(params, kube, engine, threshold, waivers, run, access_settings(params, kube))
 
 
 def access_settings(params: ScanParams, kube: Kube) -> AccessSettings:

@@ -28,6 +28,7 @@ from ..results.hdf import control_rows, counted_controls, unexamined_controls
 from ..results.records import TargetRecord
 from ..results.rundir import RunDir
 from ..results.threshold import Threshold
+from ..results.waivers import NO_WAIVERS, Waivers
 from ..settings import ScanParams
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Scanner:
     threshold: Threshold
     run: RunDir
     access: AccessSettings
+    waivers: Waivers = NO_WAIVERS
     # A Prefect global concurrency slot per container scan when the server defines the limit.
     slot: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     on_done: Callable[[TargetRecord], None] = lambda record: None
@@ -186,6 +188,7 @@ class Scanner:
                 if transport is not None:  # exec requests sent, and tries of the scan (1 + its retries)
                     record.exec_calls += transport.exec_calls + transport.retried
                     record.attempts = max(record.attempts, 1) + transport.retried
+            record.waivers = self.waivers.apply(doc, target)  # before the verdict: SAF counts a waived control N/A
             counted = counted_controls(doc)  # once: the verdict, the completeness check and the rows
             verdict = self.threshold.evaluate(doc, counted)
             record.outcome = "passed" if verdict.passed else "failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..results.files import write_text_atomic
 from .analysis import Analysis, analyse
@@ -30,12 +31,14 @@ def build_reports(
     frames: RunFrames | None = None,
     analysis: Analysis | None = None,
     names: tuple[str, str] | None = None,
+    waivers: dict[str, Any] | None = None,
 ) -> Report:
-    """report.html and report.md; the tables (and the profile and threshold `names`) are read from
-    the run directory unless the caller (the run's one aggregation) already has them."""
-    if names is None:
+    """report.html and report.md; the tables (and the profile and threshold `names`, the waivers
+    section) are read from the run directory unless the caller (the run's one aggregation) has them."""
+    if names is None or waivers is None:
         summary = json.loads((run_dir / "summary.json").read_text())
-        names = summary.get("profile", ""), summary.get("threshold", "")
+        names = names or (summary.get("profile", ""), summary.get("threshold", ""))
+        waivers = summary.get("waivers") or {} if waivers is None else waivers
     profile, threshold = names
     frames = frames if frames is not None else load_run(run_dir)
     analysis = analysis if analysis is not None else analyse(frames)
@@ -46,7 +49,13 @@ def build_reports(
     html_path, md_path = run_dir / "report.html", run_dir / "report.md"
     trend = trends(history)
     write_text_atomic(
-        html_path, report_html(frames, analysis, profile=profile, threshold=threshold, trends=trend, changes=diff)
+        html_path,
+        report_html(
+            frames, analysis, profile=profile, threshold=threshold, trends=trend, changes=diff, waivers=waivers
+        ),
     )
-    write_text_atomic(md_path, report_markdown(frames, analysis, profile=profile, threshold=threshold, changes=diff))
+    write_text_atomic(
+        md_path,
+        report_markdown(frames, analysis, profile=profile, threshold=threshold, changes=diff, waivers=waivers),
+    )
     return Report(frames, analysis, diff, html_path, md_path)

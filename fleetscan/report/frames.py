@@ -48,6 +48,7 @@ CONTROL_COLUMNS = [
     "impact",
     "status",
     "message",
+    "waived",
 ]
 CATEGORIES = [
     "namespace",
@@ -60,6 +61,7 @@ CATEGORIES = [
     "title",
     "severity",
     "status",
+    "waived",
 ]
 
 
@@ -130,7 +132,7 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
     columns = {c: _Column() for c in CONTROL_COLUMNS if c != "impact"}
     impact = array("d")
     row_fields = {name: i for i, name in enumerate(ROW_FIELDS)}
-    per_row = ("control", "title", "severity", "status", "message")
+    per_row = ("control", "title", "severity", "status", "message", "waived")
     pending: dict[str, list[Any]] = {name: [] for name in per_row}  # a batch of rows, column-wise
 
     def flush() -> None:
@@ -155,8 +157,9 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
         ):
             columns[key].extend(value, n)
         by_field = list(zip(*controls, strict=True))
-        for name in per_row:
-            pending[name].extend(by_field[row_fields[name]])
+        for name in per_row:  # rows of a run written before a field existed lack it
+            i = row_fields[name]
+            pending[name].extend(by_field[i] if i < len(by_field) else ("",) * n)
         impact.extend(map(float, by_field[row_fields["impact"]]))
         if len(pending["control"]) >= BATCH_ROWS:
             flush()

@@ -100,8 +100,61 @@ def _changes(ch: Changes | None) -> str:
     )
 
 
+WAIVER_COLUMNS = ["waiver", "controls", "scope", "expires", "approved by", "state", "justification"]
+WAIVED_SHOWN = 500  # waived findings listed in the HTML report (summary.json and results.csv have all)
+
+
+def waived_findings(frames: RunFrames) -> pd.DataFrame:
+    """Every container and control a waiver covered, with what the check found under it."""
+    k = frames.controls
+    rows = k[k["waived"].astype(str) != ""]
+    columns = ["namespace", "workload", "container", "control", "severity", "waived", "message"]
+    return rows[columns].rename(columns={"waived": "found"}).astype(str).reset_index(drop=True)
+
+
+def waiver_table(section: dict[str, Any]) -> pd.DataFrame:
+    """One row per waiver in the file: applied (to how many containers), matched nothing, expired."""
+    rows = []
+    for state, entries in (("applied", "applied"), ("matched nothing", "unused"), ("expired", "expired")):
+        for w in section.get(entries) or []:
+            rows.append(
+                [
+                    w["id"],
+                    " ".join(w["controls"]),
+                    ", ".join(f"{k}={v}" for k, v in (w.get("scope") or {}).items()) or "everywhere",
+                    w["expires"],
+                    w["approved_by"],
+                    f"applied to {w['containers']} container(s)" if state == "applied" else state,
+                    w["justification"],
+                ]
+            )
+    return pd.DataFrame(rows, columns=WAIVER_COLUMNS)
+
+
+def _waivers(frames: RunFrames, section: dict[str, Any]) -> str:
+    if not section.get("file"):
+        return '<p class="empty">no waiver file in this run</p>'
+    findings = waived_findings(frames)
+    return (
+        f"<p>Waiver file <b>{escape(section['file'])}</b> on {escape(section.get('date', ''))}: "
+        f"<b>{section.get('waived_controls', 0)}</b> control results waived, "
+        f"<b>{section.get('waived_still_failing', 0)}</b> of them still failing.</p>"
+        + table("waivers", waiver_table(section))
+        + "<h3>Waived findings</h3>"
+        + table("waived", findings.head(WAIVED_SHOWN))
+        + (f"<p>and {len(findings) - WAIVED_SHOWN} more in results.csv</p>" if len(findings) > WAIVED_SHOWN else "")
+    )
+
+
 def report_html(
-    frames: RunFrames, a: Analysis, *, profile: str, threshold: str, trends: Trends | None, changes: Changes | None
+    frames: RunFrames,
+    a: Analysis,
+    *,
+    profile: str,
+    threshold: str,
+    trends: Trends | None,
+    changes: Changes | None,
+    waivers: dict[str, Any] | None = None,
 ) -> str:
     c = frames.containers
     counts = c["outcome"].astype(str).value_counts()
@@ -171,6 +224,7 @@ def report_html(
 <section><h2>Trend</h2>{charts.line("trend", "fleet compliance over the last runs", trend_points)}
 {table("namespace-trend", ns_trend)}</section>
 <section><h2>Changes since the previous run</h2>{_changes(changes)}</section>
+<section><h2>Waivers</h2>{_waivers(frames, waivers or {})}</section>
 <section><h2>Namespaces</h2>{table("namespaces", a.by_namespace)}</section>
 <section><h2>Failing controls</h2>{table("controls", a.top_controls)}</section>
 <section><h2>Workloads</h2>{table("workloads", a.by_workload)}</section>
@@ -180,7 +234,43 @@ def report_html(
 """
 
 
-def report_markdown(frames: RunFrames, a: Analysis, *, profile: str, threshold: str, changes: Changes | None) -> str:
+def _md_waivers(frames: RunFrames, section: dict[str, Any]) -> list[str]:
+    if not section.get("file"):
+        return []
+    lines = [
+        "",
+        "## Waivers",
+        "",
+        f"Waiver file `{section['file']}` on {section.get('date', '')}: {section.get('waived_controls', 0)} control "
+        f"results waived, {section.get('waived_still_failing', 0)} of them still failing.",
+        "",
+        "| waiver | controls | scope | expires | approved by | state |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        "| " + " | ".join(str(v).replace("|", "/") for v in row[:6]) + " |"
+        for row in waiver_table(section).itertuples(index=False)
+    ]
+    failing = waived_findings(frames)
+    failing = failing[failing["found"] == "failed"]
+    if len(failing):
+        lines += ["", "Waived but still failing:", "", "| container | control | severity |", "|---|---|---|"]
+        lines += [
+            f"| {r.namespace}/{r.workload}/{r.container} | {r.control} | {r.severity} |"
+            for r in failing.head(50).itertuples()
+        ]
+    return lines
+
+
+def report_markdown(
+    frames: RunFrames,
+    a: Analysis,
+    *,
+    profile: str,
+    threshold: str,
+    changes: Changes | None,
+    waivers: dict[str, Any] | None = None,
+) -> str:
     c = frames.containers
     counts = c["outcome"].astype(str).value_counts()
     lines = [
@@ -220,6 +310,7 @@ def report_markdown(frames: RunFrames, a: Analysis, *, profile: str, threshold: 
             f"{len(changes.new_failures)} new failures, {len(changes.fixed)} fixed, "
             f"{len(changes.new_workloads)} new and {len(changes.vanished_workloads)} vanished workloads.",
         ]
+    lines += _md_waivers(frames, waivers or {})
     problems = c[c["outcome"].astype(str).isin(["error", "skipped"])]
     if len(problems):
         lines += ["", "## Not scanned", "", "| container | outcome | reason |", "|---|---|---|"]

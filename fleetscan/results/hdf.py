@@ -280,6 +280,11 @@ def status_of(control: dict[str, Any]) -> str:
     return "Profile Error"
 
 
+def status_key(control: dict[str, Any]) -> str:
+    """The control's status as threshold files name it (passed, failed, skipped, no_impact, error)."""
+    return _STATUS_KEY[status_of(control)]
+
+
 def counted_controls(doc: dict[str, Any]) -> list[CountedControl]:
     """The controls SAF counts: profiles[0]'s, each resolved through overlays to the control that
     holds the results."""
@@ -321,7 +326,7 @@ def counted_controls(doc: dict[str, Any]) -> list[CountedControl]:
         if c.extended_by:
             continue
         root = _root(c).raw
-        counted.append(CountedControl(str(root.get("id")), _STATUS_KEY[status_of(root)], severity_of(root)))
+        counted.append(CountedControl(str(root.get("id")), status_key(root), severity_of(root)))
     return counted
 
 
@@ -351,8 +356,18 @@ def _raw_controls(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
 
 
 # One row per counted control, what reports and results.csv need: kept in each container's record
-# so that a run's aggregation never parses its HDF files again.
-ROW_FIELDS = ("control", "title", "severity", "impact", "status", "message")
+# so that a run's aggregation never parses its HDF files again. `waived`: "" when no waiver applies,
+# else what the check found under it (passed, failed, skipped), so a waived failure stays visible.
+ROW_FIELDS = ("control", "title", "severity", "impact", "status", "message", "waived")
+
+
+def first_message(control: dict[str, Any]) -> str:
+    """The message of the control's first result that did not pass: why it failed or was skipped."""
+    return next(
+        (str(r.get("message") or r.get("skip_message") or "") for r in control.get("results") or []
+         if r.get("status") != "passed"),
+        "",
+    )  # fmt: skip
 
 
 def control_rows(doc: dict[str, Any], counted: list[CountedControl] | None = None) -> list[list[Any]]:
@@ -360,13 +375,11 @@ def control_rows(doc: dict[str, Any], counted: list[CountedControl] | None = Non
     rows = []
     for c in counted_controls(doc) if counted is None else counted:
         meta = raw.get(c.id) or {}
-        message = next(
-            (str(r.get("message") or r.get("skip_message") or "") for r in meta.get("results") or []
-             if r.get("status") != "passed"),
-            "",
-        )  # fmt: skip
+        message = first_message(meta)
+        waived = truthy((meta.get("waiver_data") or {}).get("skipped_due_to_waiver", UNDEFINED))
+        found = status_key({**meta, "waiver_data": {}}) if waived else ""
         rows.append(
-            [c.id, str(meta.get("title") or c.id), c.severity, float(meta.get("impact", 0.0)), c.status, message]
+            [c.id, str(meta.get("title") or c.id), c.severity, float(meta.get("impact", 0.0)), c.status, message, found]
         )
     return rows
 

@@ -35,6 +35,7 @@ class TargetRecord:
     attempts: int = 0
     represents: list[str] = field(default_factory=list)
     node: str = ""
+    waivers: list[str] = field(default_factory=list)  # ids of the waivers applied to its controls
     # One row per counted control (hdf.ROW_FIELDS), so reports never parse the HDF files again.
     controls: list[list[Any]] = field(default_factory=list)
 
