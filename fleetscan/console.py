@@ -58,7 +58,7 @@ def closing_summary(result: RunResult, *, as_json: bool, quiet: bool) -> None:
     if as_json:
         sys.stdout.write(
             json.dumps(
-                {k: summary[k] for k in ("run_id", "totals", "namespaces")}
+                {k: summary.get(k) for k in ("run_id", "totals", "namespaces", "baseline")}
                 | {"out": str(out), "exit_code": result.exit_code},
                 indent=1,
             )
@@ -92,4 +92,10 @@ def closing_summary(result: RunResult, *, as_json: bool, quiet: bool) -> None:
                 f"[yellow]error[/] {target['namespace']}/{target['pod']}/{target['container']}: {target['reason']}",
                 highlight=False,
             )
+    if baseline := summary.get("baseline"):
+        err.print(
+            f"against run {baseline['run_id']}: {baseline['new']} new, {baseline['fixed']} fixed, "
+            f"{baseline['still_failing']} still failing",
+            highlight=False,
+        )
     err.print(f"report: {out / 'report.html'}  (also report.md, results.csv, summary.json, hdf/)", highlight=False)

@@ -48,6 +48,14 @@ class ScanParams(BaseModel):
     waivers: str = Field(
         "", description="Waiver file (YAML): accepted risks, each with an owner and an expiry; empty: none"
     )
+    baseline: str = Field(
+        "",
+        description="Earlier run to compare with: its run directory, or previous (the last run in the "
+        "history); empty: none",
+    )
+    fail_on_new: bool = Field(
+        False, description="Exit 1 only when a container/control fails that did not fail in the baseline?"
+    )
     approach: Literal["auto", "exec", "debug", "sidecar"] = Field("auto", description="How to get into containers")
     allow_debug: bool = Field(True, description="May auto fall back to ephemeral debug containers?")
     debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")

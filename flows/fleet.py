@@ -29,7 +29,16 @@ from prefect.utilities.annotations import quote
 from fleetscan import cancel
 from fleetscan.errors import FleetscanError, Interrupted, RunDirError
 from fleetscan.pipeline.progress import Tracker
-from fleetscan.pipeline.run import RunResult, RunSetup, prepare, record_skipped, revoke_leftovers, shards, todo
+from fleetscan.pipeline.run import (
+    RunResult,
+    RunSetup,
+    baseline_ref,
+    prepare,
+    record_skipped,
+    revoke_leftovers,
+    shards,
+    todo,
+)
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.pipeline.share import collect, download, share_root, upload
 from fleetscan.results.hdf import now_iso
@@ -212,11 +221,14 @@ def _sweep(params: ScanParams, logger: Any) -> None:
 
 def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
     params, run = setup.params, setup.run
-    summary = aggregate_task(run, started, params.profile, setup.threshold.name, params.history, _quoted(setup.waivers))
+    summary = aggregate_task(
+        run, started, params.profile, setup.threshold.name, params.history, _quoted(setup.waivers), baseline_ref(params)
+    )
     publish_artifacts(_quoted(summary), run)
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
-    return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs)
+    new = summary.baseline.get("new") if summary.baseline else None
+    return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs, new, params.fail_on_new)
 
 
 def _dispatch(setup: RunSetup, pending: dict[str, list[Any]], started: str) -> RunResult:

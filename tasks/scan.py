@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from fleetscan.pipeline.aggregate import RunSummary, aggregate
 from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan
 from fleetscan.pipeline.scan import Scanner
+from fleetscan.results.baseline import BaselineRef
 from fleetscan.results.records import TargetRecord, totals
 from fleetscan.results.rundir import RunDir
 from fleetscan.results.waivers import NO_WAIVERS, Waivers
@@ -52,7 +53,13 @@ def scan_namespace_task(scanner: Scanner, namespace: str, targets: list[Target])
 
 @task(name="aggregate-run", **_COMMON)
 def aggregate_task(
-    run: RunDir, started_at: str, profile: str, threshold: str, history: str = "", waivers: Waivers = NO_WAIVERS
+    run: RunDir,
+    started_at: str,
+    profile: str,
+    threshold: str,
+    history: str = "",
+    waivers: Waivers = NO_WAIVERS,
+    baseline: BaselineRef | None = None,
 ) -> RunSummary:
     return aggregate(
         run,
@@ -61,6 +68,7 @@ def aggregate_task(
         threshold=threshold,
         history=Path(history) if history else None,
         waivers=waivers,
+        baseline=baseline,
     )
 
 

@@ -15,6 +15,16 @@ def admin_kube(emu: Emulator, tmp_path: Path, token: str | None = None) -> Kube:
     return Kube.from_kubeconfig(str(emu.write_kubeconfig(tmp_path / "orchestrator.kubeconfig", token)))
 
 
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig of a cluster that is not there (nothing listens on port 9)."""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    return path
+
+
 def read(transport: Transport, path: str) -> bytes:
     """A file of the target container, through whichever approach."""
     result = transport.run(["cat", f"{transport.root.rstrip('/')}{path}"])

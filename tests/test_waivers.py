@@ -27,7 +27,7 @@ from fleetscan.results.threshold import evaluate, load_threshold
 from fleetscan.results.waivers import load_waivers, parse_waivers
 from fleetscan.settings import ScanParams
 
-from .kube_helpers import admin_kube
+from .kube_helpers import admin_kube, unreachable_kubeconfig
 from .pipeline_helpers import scan_records
 
 TODAY = date.today()
@@ -90,11 +90,7 @@ def test_a_bad_waiver_file_names_its_line(tmp_path: Path, text: str, problem: st
 
 def test_a_bad_waiver_file_fails_the_cli_before_any_cluster_call(tmp_path: Path) -> None:
     bad = write(tmp_path, "waivers:\n  - controls: [CB-01]\n    justification: j\n    approved_by: a\n")
-    kubeconfig = tmp_path / "kc"  # a cluster that is not there: a call to it would exit 2, not 64
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
-    )
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kc")  # a call to it would exit 2, not 64
     done = subprocess.run(
         [*FLEETSCAN, "scan", "--kubeconfig", str(kubeconfig), "--waivers", str(bad), "--out", str(tmp_path / "run")],
         capture_output=True,

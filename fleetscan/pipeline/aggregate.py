@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..results.baseline import BaselineRef, compare
 from ..results.files import atomic_text
 from ..results.records import TargetRecord, exit_code, totals
 from ..results.rundir import RunDir
@@ -36,6 +37,7 @@ class RunSummary:
     namespaces: list[dict[str, Any]] = field(default_factory=list)  # worst first
     worst_controls: list[dict[str, Any]] = field(default_factory=list)  # most severe failures first
     waivers: dict[str, Any] = field(default_factory=dict)  # applied, unused and expired; counts
+    baseline: dict[str, Any] = field(default_factory=dict)  # new, fixed and still failing; {} without one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class RunSummary:
             "namespaces": self.namespaces,
             "worst_controls": self.worst_controls,
             "waivers": self.waivers,
+            "baseline": self.baseline,
             "targets": self.targets,
         }
 
@@ -82,10 +85,12 @@ def aggregate(
     threshold: str,
     history: Path | None = None,
     waivers: Waivers = NO_WAIVERS,
+    baseline: BaselineRef | None = None,
 ) -> RunSummary:
     from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
     from ..report.build import build_reports
     from ..report.frames import from_targets
+    from ..report.history import container_findings
 
     finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     targets: list[dict[str, Any]] = []  # as summary.json lists them: without the control rows
@@ -110,6 +115,12 @@ def aggregate(
         "waived_controls": int((waived != "").sum()),
         "waived_still_failing": int((waived == "failed").sum()),
     }
+    baseline_section: dict[str, Any] = {}
+    if baseline is not None:
+        table = container_findings(frames)
+        judged = {(ns, w, c) for ns, w, c, _ in table.itertuples(index=False)}
+        failing = {(ns, w, c, k) for ns, w, c, k in table.itertuples(index=False) if k}
+        baseline_section = compare(baseline.load(run.run_id), failing, judged).section()
     summary = RunSummary(
         run.run_id,
         started_at,
@@ -126,11 +137,18 @@ def aggregate(
             {"failing": "failing_containers"},
         ),
         waiver_section,
+        baseline_section,
     )
     _write_summary(run.path / "summary.json", summary.to_dict())
     _write_csv(run.path / "results.csv", frames.controls)
     build_reports(
-        run.path, history, frames=frames, analysis=analysis, names=(profile, threshold), waivers=waiver_section
+        run.path,
+        history,
+        frames=frames,
+        analysis=analysis,
+        names=(profile, threshold),
+        waivers=waiver_section,
+        baseline=baseline_section,
     )
     return summary
 

@@ -11,12 +11,14 @@ from typing import Any
 from .. import engines
 from ..access import AccessSettings
 from ..engines import Engine
+from ..errors import UsageError
 from ..kube.client import ClientSettings, Kube, connect
 from ..kube.credentials import revoke_run, sweep_kubeconfigs
 from ..kube.discovery import Discovery, discover
 from ..kube.pods import ephemeral_containers_supported
 from ..kube.targets import Target
-from ..results.records import TargetRecord, exit_code
+from ..results.baseline import BaselineRef, default_history
+from ..results.records import EXIT_FAILED, EXIT_PASSED, TargetRecord, exit_code
 from ..results.rundir import RunDir
 from ..results.threshold import Threshold, load_run_threshold
 from ..results.waivers import Waivers, load_waivers
@@ -33,17 +35,34 @@ class RunResult:
     totals: dict[str, int] = field(default_factory=dict)
     report: str = ""  # report.html, when the run was aggregated
     shards: int = 0  # dispatched shard runs, when the run dispatched
+    new_failures: int | None = None  # against the baseline, when the run has one
+    fail_on_new: bool = False
 
     @property
     def exit_code(self) -> int:
-        return exit_code(self.totals)
+        """From the records; with --fail-on-new, 1 means a finding the baseline did not have."""
+        if not self.fail_on_new or self.new_failures is None or self.totals.get("error"):
+            return exit_code(self.totals)
+        return EXIT_FAILED if self.new_failures else EXIT_PASSED
 
 
 def check_inputs(params: ScanParams) -> tuple[Engine, Threshold, Waivers]:
-    """The engine (its profile and inputs parsed), the threshold and the waivers: bad ones raise
-    UsageError or ThresholdError, before any cluster call."""
+    """The engine (its profile and inputs parsed), the threshold, the waivers and the baseline: bad
+    ones raise UsageError or ThresholdError, before any cluster call."""
     params.selection()  # names and globs are valid
+    if params.fail_on_new and not params.baseline:
+        raise UsageError("--fail-on-new needs --baseline RUN_DIR (or --baseline previous)")
+    if (ref := baseline_ref(params)) is not None:
+        ref.check()
     return engines.build(params), load_run_threshold(params.threshold), load_waivers(params.waivers)
+
+
+def baseline_ref(params: ScanParams) -> BaselineRef | None:
+    """The run's baseline, if it has one and aggregates (shards leave the comparison to their parent)."""
+    if not params.baseline or not params.aggregate:
+        return None
+    history = Path(params.history) if params.history else default_history(Path(params.out or "."))
+    return BaselineRef(params.baseline, history)
 
 
 def client_for(params: ScanParams) -> Kube:

@@ -32,13 +32,15 @@ def build_reports(
     analysis: Analysis | None = None,
     names: tuple[str, str] | None = None,
     waivers: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> Report:
     """report.html and report.md; the tables (and the profile and threshold `names`, the waivers
     section) are read from the run directory unless the caller (the run's one aggregation) has them."""
-    if names is None or waivers is None:
+    if names is None or waivers is None or baseline is None:
         summary = json.loads((run_dir / "summary.json").read_text())
         names = names or (summary.get("profile", ""), summary.get("threshold", ""))
         waivers = summary.get("waivers") or {} if waivers is None else waivers
+        baseline = summary.get("baseline") or {} if baseline is None else baseline
     profile, threshold = names
     frames = frames if frames is not None else load_run(run_dir)
     analysis = analysis if analysis is not None else analyse(frames)
@@ -47,15 +49,13 @@ def build_reports(
         record_run(history, frames, analysis)
     diff = changes(history, frames)
     html_path, md_path = run_dir / "report.html", run_dir / "report.md"
-    trend = trends(history)
-    write_text_atomic(
-        html_path,
-        report_html(
-            frames, analysis, profile=profile, threshold=threshold, trends=trend, changes=diff, waivers=waivers
-        ),
-    )
-    write_text_atomic(
-        md_path,
-        report_markdown(frames, analysis, profile=profile, threshold=threshold, changes=diff, waivers=waivers),
-    )
+    parts: dict[str, Any] = {
+        "profile": profile,
+        "threshold": threshold,
+        "changes": diff,
+        "waivers": waivers,
+        "baseline": baseline,
+    }
+    write_text_atomic(html_path, report_html(frames, analysis, trends=trends(history), **parts))
+    write_text_atomic(md_path, report_markdown(frames, analysis, **parts))
     return Report(frames, analysis, diff, html_path, md_path)

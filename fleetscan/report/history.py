@@ -5,6 +5,8 @@ run directories, so `--out runs/mon` and `--out runs/tue` share `runs/.fleetscan
     namespaces.parquet  one row per run and namespace: compliance
     findings/<run>.parquet  one row per workload and control that failed in that run
     workloads/<run>.parquet the workloads a run saw (for new and vanished ones)
+    containers/<run>.parquet one row per judged container (control "") and per control failing in
+                            it: what `--baseline previous` compares with
 """
 
 from __future__ import annotations
@@ -18,15 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results.baseline import HISTORY_FOLDER as FOLDER
+from ..results.baseline import default_history
 from ..results.files import write_bytes_atomic
 from .analysis import Analysis
 from .frames import RunFrames
 
-FOLDER = ".fleetscan-history"
-
-
-def default_history(run_dir: Path) -> Path:
-    return run_dir.resolve().parent / FOLDER
+__all__ = ["FOLDER", "default_history"]
 
 
 @contextlib.contextmanager
@@ -63,6 +63,17 @@ def findings(frames: RunFrames) -> pd.DataFrame:
     return out.sort_values(FINDING_COLUMNS).reset_index(drop=True)
 
 
+def container_findings(frames: RunFrames) -> pd.DataFrame:
+    """namespace, workload, container, control: a row with control "" for each container the run
+    judged (passed or failed), and one per control failing in a container."""
+    c = frames.containers
+    judged = c[c["outcome"].astype(str).isin(["passed", "failed"])][["namespace", "workload", "container"]]
+    k = frames.controls
+    failed = k[k["status"] == "failed"][["namespace", "workload", "container", "control"]]
+    out = pd.concat([judged.astype(str).assign(control=""), failed.astype(str)], ignore_index=True)
+    return out.drop_duplicates().reset_index(drop=True)
+
+
 def record_run(history: Path, frames: RunFrames, analysis: Analysis) -> None:
     c = frames.containers
     outcome = c["outcome"].astype(str).value_counts()
@@ -91,6 +102,8 @@ def record_run(history: Path, frames: RunFrames, analysis: Analysis) -> None:
         (history / "workloads").mkdir(exist_ok=True)
         workloads = frames.containers[["namespace", "workload"]].astype(str).drop_duplicates().reset_index(drop=True)
         _write(workloads, history / "workloads" / f"{frames.run_id}.parquet")
+        (history / "containers").mkdir(exist_ok=True)
+        _write(container_findings(frames), history / "containers" / f"{frames.run_id}.parquet")
 
 
 @dataclass

@@ -146,6 +146,28 @@ def _waivers(frames: RunFrames, section: dict[str, Any]) -> str:
     )
 
 
+def _findings(title: str, values: list[dict[str, str]], total: int) -> str:
+    body = "".join(
+        f"<li>{escape(' / '.join((f['namespace'], f['workload'], f['container'], f['control'])))}</li>"
+        for f in values[:200]
+    )
+    more = f"<li>and {total - min(len(values), 200)} more</li>" if total > min(len(values), 200) else ""
+    return f'<div class="change"><h3>{title} ({total})</h3><ul>{body or "<li>none</li>"}{more}</ul></div>'
+
+
+def _baseline(section: dict[str, Any]) -> str:
+    if not section:
+        return '<p class="empty">no baseline (--baseline RUN_DIR or previous)</p>'
+    return (
+        f"<p id='baseline-counts'>Against run <b>{escape(section['run_id'])}</b>: <b>{section['new']}</b> new, "
+        f"<b>{section['fixed']}</b> fixed, <b>{section['still_failing']}</b> still failing "
+        "(container and control; replicas of a workload count as one).</p><div class='grid'>"
+        + _findings("New failures", section.get("new_findings") or [], section["new"])
+        + _findings("Fixed", section.get("fixed_findings") or [], section["fixed"])
+        + "</div>"
+    )
+
+
 def report_html(
     frames: RunFrames,
     a: Analysis,
@@ -155,6 +177,7 @@ def report_html(
     trends: Trends | None,
     changes: Changes | None,
     waivers: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> str:
     c = frames.containers
     counts = c["outcome"].astype(str).value_counts()
@@ -224,6 +247,7 @@ def report_html(
 <section><h2>Trend</h2>{charts.line("trend", "fleet compliance over the last runs", trend_points)}
 {table("namespace-trend", ns_trend)}</section>
 <section><h2>Changes since the previous run</h2>{_changes(changes)}</section>
+<section><h2>Baseline</h2>{_baseline(baseline or {})}</section>
 <section><h2>Waivers</h2>{_waivers(frames, waivers or {})}</section>
 <section><h2>Namespaces</h2>{table("namespaces", a.by_namespace)}</section>
 <section><h2>Failing controls</h2>{table("controls", a.top_controls)}</section>
@@ -232,6 +256,22 @@ def report_html(
 <section><h2>Containers</h2>{_containers_table(frames)}</section>
 <script>{_asset("report.js")}</script></body></html>
 """
+
+
+def _md_baseline(section: dict[str, Any]) -> list[str]:
+    if not section:
+        return []
+    lines = [
+        "",
+        f"## Against baseline run {section['run_id']}",
+        "",
+        f"{section['new']} new failures, {section['fixed']} fixed, {section['still_failing']} still failing.",
+    ]
+    for title, key in (("New failures", "new_findings"), ("Fixed", "fixed_findings")):
+        if section.get(key):
+            lines += ["", f"{title}:", "", "| namespace | workload | container | control |", "|---|---|---|---|"]
+            lines += ["| " + " | ".join(f.values()) + " |" for f in section[key][:50]]
+    return lines
 
 
 def _md_waivers(frames: RunFrames, section: dict[str, Any]) -> list[str]:
@@ -270,6 +310,7 @@ def report_markdown(
     threshold: str,
     changes: Changes | None,
     waivers: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> str:
     c = frames.containers
     counts = c["outcome"].astype(str).value_counts()
@@ -310,6 +351,7 @@ def report_markdown(
             f"{len(changes.new_failures)} new failures, {len(changes.fixed)} fixed, "
             f"{len(changes.new_workloads)} new and {len(changes.vanished_workloads)} vanished workloads.",
         ]
+    lines += _md_baseline(baseline or {})
     lines += _md_waivers(frames, waivers or {})
     problems = c[c["outcome"].astype(str).isin(["error", "skipped"])]
     if len(problems):
