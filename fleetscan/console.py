@@ -55,6 +55,8 @@ def closing_summary(result: RunResult, *, as_json: bool, quiet: bool) -> None:
     """The table of summary.json (namespaces worst first, as in report.md) and the errors."""
     out = Path(result.out)
     summary = json.loads((out / "summary.json").read_text())
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {warning}", highlight=False)
     if as_json:
         sys.stdout.write(
             json.dumps(

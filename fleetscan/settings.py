@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -56,6 +57,13 @@ class ScanParams(BaseModel):
     fail_on_new: bool = Field(
         False, description="Exit 1 only when a container/control fails that did not fail in the baseline?"
     )
+    metrics: str = Field(
+        "", description="Prometheus text file to write at the end (node_exporter's textfile collector); empty: none"
+    )
+    pushgateway: str = Field("", description="Prometheus Pushgateway URL to push the same metrics to; empty: none")
+    metrics_per_workload: bool = Field(
+        False, description="Add one metrics series per workload (cardinality grows with the fleet)?"
+    )
     approach: Literal["auto", "exec", "debug", "sidecar"] = Field("auto", description="How to get into containers")
     allow_debug: bool = Field(True, description="May auto fall back to ephemeral debug containers?")
     debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")
@@ -95,6 +103,14 @@ class ScanParams(BaseModel):
             check_label(value, "run id")
             if len(value) > 40:
                 raise ValueError("run id: at most 40 characters")
+        return value
+
+    @field_validator("pushgateway")
+    @classmethod
+    def _valid_pushgateway(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if value and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+            raise ValueError(f"{value!r}: give the Pushgateway's http(s) URL, e.g. http://pushgateway:9091")
         return value
 
     @field_validator("workload")

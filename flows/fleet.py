@@ -43,7 +43,7 @@ from fleetscan.pipeline.scan import Scanner
 from fleetscan.pipeline.share import collect, download, share_root, upload
 from fleetscan.results.hdf import now_iso
 from fleetscan.settings import ScanParams
-from tasks.scan import aggregate_task, plan_task, publish_artifacts, scan_namespace_task
+from tasks.scan import aggregate_task, export_metrics_task, plan_task, publish_artifacts, scan_namespace_task
 
 GLOBAL_LIMIT = "fleetscan-scans"
 SLOT_POLL_SECONDS = 5.0
@@ -225,10 +225,19 @@ def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
         run, started, params.profile, setup.threshold.name, params.history, _quoted(setup.waivers), baseline_ref(params)
     )
     publish_artifacts(_quoted(summary), run)
+    problem = export_metrics_task(_quoted(summary), params) if params.metrics or params.pushgateway else ""
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
-    new = summary.baseline.get("new") if summary.baseline else None
-    return RunResult(params.run_id, str(run.path), summary.totals, report, shard_runs, new, params.fail_on_new)
+    return RunResult(
+        params.run_id,
+        str(run.path),
+        summary.totals,
+        report,
+        shard_runs,
+        new_failures=summary.baseline.get("new") if summary.baseline else None,
+        fail_on_new=params.fail_on_new,
+        warnings=[problem] if problem else [],
+    )
 
 
 def _dispatch(setup: RunSetup, pending: dict[str, list[Any]], started: str) -> RunResult:

@@ -23,6 +23,7 @@ from fleetscan.results.baseline import BaselineRef
 from fleetscan.results.records import TargetRecord, totals
 from fleetscan.results.rundir import RunDir
 from fleetscan.results.waivers import NO_WAIVERS, Waivers
+from fleetscan.settings import ScanParams
 
 # Nothing a task returns is cached or persisted: results hold no secret, but they are big and
 # worthless once the run is summarised.
@@ -70,6 +71,19 @@ def aggregate_task(
         waivers=waivers,
         baseline=baseline,
     )
+
+
+@task(name="export-metrics", **_COMMON)
+def export_metrics_task(summary: RunSummary, params: ScanParams) -> str:
+    """The run's Prometheus metrics to a file and/or a Pushgateway; returns a problem, or ""."""
+    from fleetscan.report.metrics import export
+
+    problem = export(
+        summary.to_dict(), path=params.metrics, pushgateway=params.pushgateway, per_workload=params.metrics_per_workload
+    )
+    if problem:
+        get_run_logger().warning("%s", problem)
+    return problem
 
 
 @task(name="publish-artifacts", **_COMMON)

@@ -121,6 +121,15 @@ def aggregate(
         judged = {(ns, w, c) for ns, w, c, _ in table.itertuples(index=False)}
         failing = {(ns, w, c, k) for ns, w, c, k in table.itertuples(index=False) if k}
         baseline_section = compare(baseline.load(run.run_id), failing, judged).section()
+    namespaces = _rows(
+        analysis.by_namespace, ["namespace", "containers", "passed", "failed", "error", "skipped", "compliance"]
+    )
+    for row in namespaces:  # failed control results by severity, e.g. for the metrics
+        heat = analysis.heatmap
+        row["failed_controls"] = {
+            str(sev): int(heat.loc[row["namespace"], sev]) if row["namespace"] in heat.index else 0
+            for sev in heat.columns
+        }
     summary = RunSummary(
         run.run_id,
         started_at,
@@ -130,7 +139,7 @@ def aggregate(
         totals(records),
         targets,
         analysis.fleet_compliance,
-        _rows(analysis.by_namespace, ["namespace", "containers", "passed", "failed", "error", "skipped", "compliance"]),
+        namespaces,
         _rows(
             analysis.top_controls.head(WORST_SHOWN),
             ["control", "title", "severity", "failing", "score"],

@@ -37,6 +37,7 @@ class RunResult:
     shards: int = 0  # dispatched shard runs, when the run dispatched
     new_failures: int | None = None  # against the baseline, when the run has one
     fail_on_new: bool = False
+    warnings: list[str] = field(default_factory=list)  # e.g. metrics that could not be pushed
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +55,8 @@ def check_inputs(params: ScanParams) -> tuple[Engine, Threshold, Waivers]:
         raise UsageError("--fail-on-new needs --baseline RUN_DIR (or --baseline previous)")
     if (ref := baseline_ref(params)) is not None:
         ref.check()
+    if params.metrics and not Path(params.metrics).parent.is_dir():
+        raise UsageError(f"--metrics {params.metrics}: the folder {Path(params.metrics).parent} does not exist")
     return engines.build(params), load_run_threshold(params.threshold), load_waivers(params.waivers)
 
 
