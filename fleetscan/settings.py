@@ -64,6 +64,12 @@ class ScanParams(BaseModel):
     metrics_per_workload: bool = Field(
         False, description="Add one metrics series per workload (cardinality grows with the fleet)?"
     )
+    policy_reports: bool = Field(
+        False, description="Create or replace one PolicyReport (wgpolicyk8s.io/v1alpha2) per scanned namespace?"
+    )
+    policy_reports_dir: str = Field(
+        "", description="Write the PolicyReports as YAML files into this folder (with or without policy_reports)"
+    )
     approach: Literal["auto", "exec", "debug", "sidecar"] = Field("auto", description="How to get into containers")
     allow_debug: bool = Field(True, description="May auto fall back to ephemeral debug containers?")
     debug_image: str = Field(DEFAULT_DEBUG_IMAGE, description="Image of the ephemeral debug containers")

@@ -43,7 +43,14 @@ from fleetscan.pipeline.scan import Scanner
 from fleetscan.pipeline.share import collect, download, share_root, upload
 from fleetscan.results.hdf import now_iso
 from fleetscan.settings import ScanParams
-from tasks.scan import aggregate_task, export_metrics_task, plan_task, publish_artifacts, scan_namespace_task
+from tasks.scan import (
+    aggregate_task,
+    export_metrics_task,
+    plan_task,
+    publish_artifacts,
+    publish_policy_reports_task,
+    scan_namespace_task,
+)
 
 GLOBAL_LIMIT = "fleetscan-scans"
 SLOT_POLL_SECONDS = 5.0
@@ -221,11 +228,23 @@ def _sweep(params: ScanParams, logger: Any) -> None:
 
 def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
     params, run = setup.params, setup.run
+    reports = params.policy_reports_dir or (str(run.path / "policy-reports") if params.policy_reports else "")
     summary = aggregate_task(
-        run, started, params.profile, setup.threshold.name, params.history, _quoted(setup.waivers), baseline_ref(params)
+        run,
+        started,
+        params.profile,
+        setup.threshold.name,
+        params.history,
+        _quoted(setup.waivers),
+        baseline_ref(params),
+        reports,
     )
     publish_artifacts(_quoted(summary), run)
-    problem = export_metrics_task(_quoted(summary), params) if params.metrics or params.pushgateway else ""
+    warnings = []
+    if params.metrics or params.pushgateway:
+        warnings.append(export_metrics_task(_quoted(summary), params))
+    if params.policy_reports:
+        warnings += publish_policy_reports_task(_quoted(setup.kube), reports)
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
     return RunResult(
@@ -236,7 +255,7 @@ def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
         shard_runs,
         new_failures=summary.baseline.get("new") if summary.baseline else None,
         fail_on_new=params.fail_on_new,
-        warnings=[problem] if problem else [],
+        warnings=[w for w in warnings if w],
     )
 
 

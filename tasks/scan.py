@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from fleetscan.kube.client import Kube
 from fleetscan.pipeline.aggregate import RunSummary, aggregate
 from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan
 from fleetscan.pipeline.scan import Scanner
@@ -61,6 +62,7 @@ def aggregate_task(
     history: str = "",
     waivers: Waivers = NO_WAIVERS,
     baseline: BaselineRef | None = None,
+    policy_reports: str = "",
 ) -> RunSummary:
     return aggregate(
         run,
@@ -70,6 +72,7 @@ def aggregate_task(
         history=Path(history) if history else None,
         waivers=waivers,
         baseline=baseline,
+        policy_reports=Path(policy_reports) if policy_reports else None,
     )
 
 
@@ -84,6 +87,19 @@ def export_metrics_task(summary: RunSummary, params: ScanParams) -> str:
     if problem:
         get_run_logger().warning("%s", problem)
     return problem
+
+
+@task(name="publish-policy-reports", **_COMMON)
+def publish_policy_reports_task(kube: Kube, folder: str) -> list[str]:
+    """The run's PolicyReports (written by the aggregation) created or replaced in the cluster."""
+    from fleetscan.report.policy_reports import publish, read
+
+    reports = read(Path(folder))
+    problems = publish(kube, reports)
+    get_run_logger().info("PolicyReports of %d namespace(s) written to the cluster", len(reports) - len(problems))
+    for problem in problems:
+        get_run_logger().warning("%s", problem)
+    return problems
 
 
 @task(name="publish-artifacts", **_COMMON)

@@ -23,7 +23,7 @@ from .exec_ws import handle_exec
 from .patching import apply_patch
 from .rbac import Attributes
 from .requestinfo import RequestInfo, parse
-from .resources import BY_KEY, ResourceType, lookup
+from .resources import BY_KEY, ResourceType
 from .selectors import make_filter
 from .tables import table
 
@@ -142,7 +142,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if info.subresource != "exec" and not cluster.authz.allowed(user, attrs):
             if user is ANONYMOUS:
                 raise ApiError.unauthorized()
-            rt = BY_KEY.get((info.api_group, info.resource))
+            rt = cluster.resources.get((info.api_group, info.resource))
             raise ApiError.forbidden(forbidden_message(user, attrs), rt, info.name)
         allowed = True
         response = await handler(request)
@@ -197,7 +197,7 @@ async def api_root(request: web.Request) -> web.Response:
 
 
 async def apis_root(request: web.Request) -> web.Response:
-    return json_response(discovery.api_group_list())
+    return json_response(discovery.api_group_list(request.app[CLUSTER_KEY].resources))
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -215,8 +215,8 @@ async def _body(request: web.Request) -> Any:
         raise ApiError.bad_request(f"the request body could not be decoded: {exc}") from exc
 
 
-def _resolve(info: RequestInfo) -> ResourceType:
-    rt = lookup(info.api_group, info.api_version, info.resource)
+def _resolve(cluster: Cluster, info: RequestInfo) -> ResourceType:
+    rt = cluster.resources.lookup(info.api_group, info.api_version, info.resource)
     if rt is None:
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     if info.subresource and rt.subresource(info.subresource) is None:
@@ -234,19 +234,20 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
     user: User = request[USER_KEY]
     if not info.is_resource:  # /api/v1, /apis/g, /apis/g/v
         parts = [p for p in request.path.split("/") if p]
+        registry = cluster.resources
         doc = (
-            discovery.resource_list("", parts[1])
+            discovery.resource_list(registry, "", parts[1])
             if parts[0] == "api" and len(parts) == 2
-            else discovery.api_group(parts[1])
+            else discovery.api_group(registry, parts[1])
             if len(parts) == 2
-            else discovery.resource_list(parts[1], parts[2])
+            else discovery.resource_list(registry, parts[1], parts[2])
             if len(parts) == 3
             else None
         )
         if doc is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return json_response(doc)
-    rt = _resolve(info)
+    rt = _resolve(cluster, info)
     ns = info.namespace if rt.namespaced else ""
     if rt is BY_KEY[("", "namespaces")]:
         ns = ""
@@ -295,6 +296,12 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
     raise ApiError.method_not_allowed()
 
 
+def _columns(cluster: Cluster, rt: ResourceType) -> tuple[dict[str, Any], ...]:
+    """A custom resource's printer columns (its CRD's additionalPrinterColumns)."""
+    custom = cluster.resources.custom(rt)
+    return custom.columns if custom is not None else ()
+
+
 def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
@@ -308,6 +315,7 @@ def _object_response(request: web.Request, cluster: Cluster, rt: ResourceType, o
                 cluster.clock,
                 {"resourceVersion": obj["metadata"]["resourceVersion"]},
                 request.query.get("includeObject", "Metadata"),
+                _columns(cluster, rt),
             )
         )
     return json_response(obj)
@@ -330,7 +338,8 @@ def _list_response(
             meta["remainingItemCount"] = len(items) - start - limit
         items = items[start : start + limit]
     if _wants_table(request):
-        return json_response(table(rt.kind, items, cluster.clock, meta, request.query.get("includeObject", "Metadata")))
+        include = request.query.get("includeObject", "Metadata")
+        return json_response(table(rt.kind, items, cluster.clock, meta, include, _columns(cluster, rt)))
     return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": meta, "items": items})
 
 
@@ -441,15 +450,16 @@ def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 async def openapi_v3(request: web.Request) -> web.Response:
+    registry = request.app[CLUSTER_KEY].resources
     tail = request.match_info.get("tail", "").strip("/")
     if not tail:
-        return json_response(discovery.openapi_index())
+        return json_response(discovery.openapi_index(registry))
     parts = tail.split("/")
     doc = None
     if parts[0] == "api" and len(parts) == 2:
-        doc = discovery.openapi_group_version("", parts[1])
+        doc = discovery.openapi_group_version(registry, "", parts[1])
     elif parts[0] == "apis" and len(parts) == 3:
-        doc = discovery.openapi_group_version(parts[1], parts[2])
+        doc = discovery.openapi_group_version(registry, parts[1], parts[2])
     if doc is None:
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     return json_response(doc)

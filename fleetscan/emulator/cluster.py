@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import bootstrap
+from . import bootstrap, crds
 from .audit import AuditLog
 from .authn import ISSUER, Authenticator, User
 from .clock import Clock
@@ -18,7 +18,7 @@ from .images import ImageStore
 from .native import helper_binary
 from .pods import DEFAULT_NODES, PodRunner, apply_defaults, validate
 from .rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES, Attributes, Authorizer, Rule
-from .resources import BY_KEY, RESOURCES, ResourceType
+from .resources import BY_KEY, Registry, ResourceType
 from .runtime import Runtime, UserNamespace
 from .store import Store
 from .validation import dns_label_problem, dns_subdomain_problem, path_segment_problem
@@ -29,6 +29,7 @@ Obj = dict[str, Any]
 NAMESPACES = BY_KEY[("", "namespaces")]
 PODS = BY_KEY[("", "pods")]
 SERVICE_ACCOUNTS = BY_KEY[("", "serviceaccounts")]
+CRDS = BY_KEY[("apiextensions.k8s.io", "customresourcedefinitions")]
 WORKLOADS = tuple(BY_KEY[("apps", r)] for r in ("deployments", "replicasets", "statefulsets", "daemonsets"))
 MIN_TOKEN_SECONDS = 600
 DEFAULT_TOKEN_SECONDS = 3600
@@ -46,6 +47,7 @@ class Cluster:
     ) -> None:
         self.clock = Clock()
         self.store = Store(self.clock, watch_history)
+        self.resources = Registry()  # built-in resources and those the cluster's CRDs add
         self.authn = Authenticator(self.store, self.clock)
         self.authz = Authorizer(self.store)
         self.audit = AuditLog()
@@ -106,8 +108,14 @@ class Cluster:
             node = obj["spec"].get("nodeName", "")
             self._node_pods[node] = max(0, self._node_pods.get(node, 0) - 1)
             self.pods.stop(obj)
+        elif rt is CRDS:  # its objects go with it
+            custom = self.resources.get(crds.served(obj))
+            if custom is not None and custom.key not in BY_KEY:
+                for item in self.store.list(custom):
+                    self.store.delete(custom, item["metadata"].get("namespace", ""), item["metadata"]["name"])
+                self.resources.remove(custom.key)
         elif rt is NAMESPACES:
-            for other in RESOURCES:
+            for other in self.resources.all():
                 if other.namespaced and not other.virtual:
                     for item in self.store.list(other, name):
                         self.delete_object(other, name, item["metadata"]["name"])
@@ -159,6 +167,9 @@ class Cluster:
             if causes:
                 raise ApiError.invalid(rt, name, causes)
             body.pop("status", None)
+        if rt is CRDS:
+            return self._create_crd(body)
+        self._admit_custom(rt, body)
         created = self.create_object(rt, body)
         if rt in WORKLOADS:
             self.controllers.reconcile(rt, created)
@@ -200,6 +211,7 @@ class Cluster:
             return self.store.replace(rt, new)
         if rt is PODS:
             return self._update_pod(current, body, subresource)
+        self._admit_custom(rt, body, current)
         if rt in (ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS) and body.get("roleRef") != current.get("roleRef"):
             raise ApiError.invalid(rt, name, [("roleRef", "Invalid value: cannot change roleRef")])
         self._admit_rbac(rt, namespace, body, user)
@@ -271,6 +283,34 @@ class Cluster:
     def api_delete(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         self.store.get(rt, namespace, name)
         return self.delete_object(rt, namespace, name)
+
+    def _create_crd(self, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        causes = crds.definition_problems(body)
+        spec = body.get("spec") or {}
+        if not causes and self.resources.get(crds.served(body)) is not None:
+            causes = [("spec.names.plural", f'Invalid value: "{spec["names"]["plural"]}": already served')]
+        if causes:
+            raise ApiError.invalid(CRDS, name, causes)
+        custom = crds.resource_of(body)
+        body["status"] = crds.established(body, self.clock.iso())
+        created = self.store.create(CRDS, body)
+        self.resources.add(custom)
+        return created
+
+    def _admit_custom(self, rt: ResourceType, body: Obj, current: Obj | None = None) -> None:
+        """A custom object must match its CRD's schema; an updated CRD must still be valid and serve
+        the same group and plural (its new schema applies from then on)."""
+        name = body["metadata"].get("name", "")
+        if (custom := self.resources.custom(rt)) is not None and (causes := crds.object_problems(custom, body)):
+            raise ApiError.invalid(rt, name, causes)
+        if rt is CRDS and current is not None:
+            causes = crds.definition_problems(body)
+            if not causes and crds.served(body) != crds.served(current):
+                causes = [("spec", "Invalid value: group and names.plural are immutable")]
+            if causes:
+                raise ApiError.invalid(CRDS, name, causes)
+            self.resources.add(crds.resource_of(body))
 
     # -- admission helpers -----------------------------------------------------------------------------
     def _validate_name(self, rt: ResourceType, name: str) -> None:

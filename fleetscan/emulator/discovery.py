@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import GROUP_VERSIONS, RESOURCES
+from .resources import Registry
 
 # The kubectl dispatcher picks its kubectl by the server's minor version; 32 means WebSocket exec.
 VERSION = {
@@ -28,9 +28,9 @@ def api_versions(server_address: str) -> dict[str, Any]:
     }
 
 
-def api_group_list() -> dict[str, Any]:
+def api_group_list(registry: Registry) -> dict[str, Any]:
     groups = []
-    for group, version in GROUP_VERSIONS.items():
+    for group, version in registry.group_versions().items():
         if not group:
             continue
         gv = {"groupVersion": f"{group}/{version}", "version": version}
@@ -38,19 +38,19 @@ def api_group_list() -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def api_group(group: str) -> dict[str, Any] | None:
-    version = GROUP_VERSIONS.get(group)
+def api_group(registry: Registry, group: str) -> dict[str, Any] | None:
+    version = registry.group_versions().get(group)
     if not group or version is None:
         return None
     gv = {"groupVersion": f"{group}/{version}", "version": version}
     return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv], "preferredVersion": gv}
 
 
-def resource_list(group: str, version: str) -> dict[str, Any] | None:
-    if GROUP_VERSIONS.get(group) != version:
+def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
+    if registry.group_versions().get(group) != version:
         return None
     entries: list[dict[str, Any]] = []
-    for rt in RESOURCES:
+    for rt in registry.all():
         if rt.group != group:
             continue
         entry: dict[str, Any] = {
@@ -90,21 +90,21 @@ def _gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
-def openapi_index() -> dict[str, Any]:
+def openapi_index(registry: Registry) -> dict[str, Any]:
     return {
         "paths": {
             _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={OPENAPI_HASH}"}
-            for g, v in GROUP_VERSIONS.items()
+            for g, v in registry.group_versions().items()
         }
     }
 
 
-def openapi_group_version(group: str, version: str) -> dict[str, Any] | None:
-    if GROUP_VERSIONS.get(group) != version:
+def openapi_group_version(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
+    if registry.group_versions().get(group) != version:
         return None
     field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
     paths: dict[str, Any] = {}
-    for rt in RESOURCES:
+    for rt in registry.all():
         if rt.group != group or rt.virtual:
             continue
         scope = "/namespaces/{namespace}" if rt.namespaced else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 READ = ("get", "list", "watch")
 CRUD = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -142,6 +143,17 @@ RESOURCES: tuple[ResourceType, ...] = (
         "validatingadmissionpolicybinding",
     ),
     ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "customresourcedefinition",
+        ("crd", "crds"),
+        CRUD,
+        (Subresource("status", "CustomResourceDefinition", ("get", "patch", "update")),),
+    ),
+    ResourceType(
         "authorization.k8s.io",
         "v1",
         "selfsubjectaccessreviews",
@@ -217,3 +229,44 @@ def by_kind(kind: str) -> ResourceType:
         if r.kind == kind and not r.virtual:
             return r
     raise KeyError(kind)
+
+
+@dataclass(frozen=True)
+class CustomResource:
+    """A resource a CustomResourceDefinition added: its type, the schema its objects are validated
+    against, and the columns `kubectl get` shows."""
+
+    type: ResourceType
+    schema: dict[str, Any]
+    columns: tuple[dict[str, Any], ...] = ()
+
+
+class Registry:
+    """One cluster's resources: the built-in ones plus those its CRDs define (each emulator its own)."""
+
+    def __init__(self) -> None:
+        self._custom: dict[tuple[str, str], CustomResource] = {}
+
+    def lookup(self, group: str, version: str, resource: str) -> ResourceType | None:
+        found = self.get((group, resource))
+        return found if found and found.version == version else None
+
+    def get(self, key: tuple[str, str]) -> ResourceType | None:
+        custom = self._custom.get(key)
+        return custom.type if custom else BY_KEY.get(key)
+
+    def custom(self, rt: ResourceType) -> CustomResource | None:
+        found = self._custom.get(rt.key)
+        return found if found is not None and found.type is rt else None
+
+    def all(self) -> tuple[ResourceType, ...]:
+        return RESOURCES + tuple(c.type for c in self._custom.values())
+
+    def group_versions(self) -> dict[str, str]:
+        return {**GROUP_VERSIONS, **{c.type.group: c.type.version for c in self._custom.values()}}
+
+    def add(self, custom: CustomResource) -> None:
+        self._custom[custom.type.key] = custom
+
+    def remove(self, key: tuple[str, str]) -> None:
+        self._custom.pop(key, None)

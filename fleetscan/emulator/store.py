@@ -37,6 +37,9 @@ class Store:
         self.history: deque[Event] = deque(maxlen=history)
         self._watchers: dict[tuple[str, str], set[asyncio.Queue[Event | None]]] = {}
 
+    def _table(self, rt: ResourceType) -> dict[Key, Obj]:
+        return self._objects.setdefault(rt.key, {})  # custom resources appear with their CRD
+
     @property
     def resource_version(self) -> int:
         return self._rv
@@ -46,18 +49,18 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
-        obj = self._objects[rt.key].get((namespace if rt.namespaced else "", name))
+        obj = self._table(rt).get((namespace if rt.namespaced else "", name))
         if obj is None:
             raise ApiError.not_found(rt, name)
         return obj
 
     def find(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
-        return self._objects[rt.key].get((namespace if rt.namespaced else "", name))
+        return self._table(rt).get((namespace if rt.namespaced else "", name))
 
     def list(
         self, rt: ResourceType, namespace: str = "", accept: Callable[[Obj], bool] | None = None
     ) -> builtins.list[Obj]:
-        items: Iterator[Obj] = iter(self._objects[rt.key].values())
+        items: Iterator[Obj] = iter(self._table(rt).values())
         if namespace and rt.namespaced:
             items = (o for o in items if o["metadata"]["namespace"] == namespace)
         out = [o for o in items if accept is None or accept(o)]
@@ -78,14 +81,14 @@ class Store:
     def create(self, rt: ResourceType, obj: Obj) -> Obj:
         meta = obj.setdefault("metadata", {})
         key = (meta.get("namespace", "") if rt.namespaced else "", meta["name"])
-        if key in self._objects[rt.key]:
+        if key in self._table(rt):
             raise ApiError.already_exists(rt, meta["name"])
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", self.clock.iso())
         meta.setdefault("generation", 1)
         meta["resourceVersion"] = self._next_rv()
-        self._objects[rt.key][key] = obj
+        self._table(rt)[key] = obj
         self._emit(rt, "ADDED", obj)
         return obj
 
@@ -93,7 +96,7 @@ class Store:
         """Store a new version of an existing object (optimistic concurrency is the caller's)."""
         meta = obj["metadata"]
         key = (meta.get("namespace", "") if rt.namespaced else "", meta["name"])
-        old = self._objects[rt.key].get(key)
+        old = self._table(rt).get(key)
         if old is None:
             raise ApiError.not_found(rt, meta["name"])
         for field in ("uid", "creationTimestamp"):
@@ -101,13 +104,13 @@ class Store:
         meta["generation"] = old["metadata"].get("generation", 1) + (1 if bump_generation else 0)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         meta["resourceVersion"] = self._next_rv()
-        self._objects[rt.key][key] = obj
+        self._table(rt)[key] = obj
         self._emit(rt, "MODIFIED", obj)
         return obj
 
     def delete(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         key = (namespace if rt.namespaced else "", name)
-        obj = self._objects[rt.key].pop(key, None)
+        obj = self._table(rt).pop(key, None)
         if obj is None:
             raise ApiError.not_found(rt, name)
         obj = copy.copy(obj)

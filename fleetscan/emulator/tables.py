@@ -83,11 +83,35 @@ def _cells(kind: str, obj: Obj, clock: Clock) -> tuple[list[Obj], list[Any]]:
     return [_col("Name", fmt="name"), _col("Age")], [meta["name"], created]
 
 
-def table(kind: str, items: list[Obj], clock: Clock, list_meta: Obj, include_object: str) -> Obj:
-    columns: list[Obj] = _cells(kind, {"metadata": {"name": ""}, "spec": {}}, clock)[0]
+def _field(obj: Any, path: str) -> Any:
+    """A simple JSONPath (`.summary.pass`) of printer columns; None when absent."""
+    for part in path.strip().lstrip(".").split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return obj
+
+
+def _printer_cells(printer: tuple[Obj, ...], obj: Obj, clock: Clock) -> tuple[list[Obj], list[Any]]:
+    """Name, then a CRD's additionalPrinterColumns, as the API server builds them."""
+    columns = [_col("Name", fmt="name")]
+    cells: list[Any] = [obj["metadata"]["name"]]
+    for c in printer:
+        kind = "string" if c.get("type") == "date" else c.get("type", "string")
+        columns.append(_col(c["name"], kind, int(c.get("priority", 0))))
+        value = _field(obj, c.get("jsonPath", ""))
+        cells.append(age(clock, value) if c.get("type") == "date" else value)
+    return columns, cells
+
+
+def table(
+    kind: str, items: list[Obj], clock: Clock, list_meta: Obj, include_object: str, printer: tuple[Obj, ...] = ()
+) -> Obj:
+    def cells(obj: Obj) -> tuple[list[Obj], list[Any]]:
+        return _printer_cells(printer, obj, clock) if printer else _cells(kind, obj, clock)
+
+    columns: list[Obj] = cells({"metadata": {"name": ""}, "spec": {}})[0]
     rows = []
     for obj in items:
-        row: Obj = {"cells": _cells(kind, obj, clock)[1]}
+        row: Obj = {"cells": cells(obj)[1]}
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":

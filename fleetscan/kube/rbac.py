@@ -8,7 +8,9 @@ What it may do, and why each rule is there:
   only for the slots' service accounts, never for anyone else's;
 - delegate: pods/exec and pods/ephemeralcontainers, which the per-run Roles grant on exact pods
   (Kubernetes lets an identity grant only what it holds). The orchestrator never uses them
-  itself; deployments/rbac/admission-policy.yaml narrows what it can create.
+  itself; deployments/rbac/admission-policy.yaml narrows what it can create;
+- report (`--policy-reports`): create or replace its PolicyReports, delete the parts it no longer
+  needs (PolicyReports hold results, nothing secret; it never overwrites one it does not manage).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .credentials import RBAC_GROUP, slot_names
 from .names import check_label
 
 NAME = "fleetscan-orchestrator"
+# --policy-reports: list its own (by label), create, replace and delete stale parts.
+POLICY_REPORT_VERBS = ["list", "create", "update", "delete"]
 LABELS = {"app.kubernetes.io/name": "fleetscan"}
 
 
@@ -53,6 +57,7 @@ def orchestrator_rules(namespace: str | None = None) -> list[dict[str, Any]]:
         },
         {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
         {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": POLICY_REPORT_VERBS},
     ]
 
 

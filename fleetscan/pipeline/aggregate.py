@@ -86,6 +86,7 @@ def aggregate(
     history: Path | None = None,
     waivers: Waivers = NO_WAIVERS,
     baseline: BaselineRef | None = None,
+    policy_reports: Path | None = None,
 ) -> RunSummary:
     from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
     from ..report.build import build_reports
@@ -130,6 +131,10 @@ def aggregate(
             str(sev): int(heat.loc[row["namespace"], sev]) if row["namespace"] in heat.index else 0
             for sev in heat.columns
         }
+    if policy_reports is not None:  # YAML files here; the flow may then write them to the cluster
+        from ..report import policy_reports as polr
+
+        polr.write(polr.build(frames, profile=profile), policy_reports)
     summary = RunSummary(
         run.run_id,
         started_at,
