@@ -244,7 +244,7 @@ def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
     if params.metrics or params.pushgateway:
         warnings.append(export_metrics_task(_quoted(summary), params))
     if params.policy_reports:
-        warnings += publish_policy_reports_task(_quoted(setup.kube), reports)
+        warnings += publish_policy_reports_task(_quoted(setup), reports)
     report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
     return RunResult(

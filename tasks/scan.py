@@ -16,9 +16,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fleetscan.kube.client import Kube
 from fleetscan.pipeline.aggregate import RunSummary, aggregate
-from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan
+from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan, publish_policy_reports
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.baseline import BaselineRef
 from fleetscan.results.records import TargetRecord, totals
@@ -90,13 +89,10 @@ def export_metrics_task(summary: RunSummary, params: ScanParams) -> str:
 
 
 @task(name="publish-policy-reports", **_COMMON)
-def publish_policy_reports_task(kube: Kube, folder: str) -> list[str]:
+def publish_policy_reports_task(setup: RunSetup, folder: str) -> list[str]:
     """The run's PolicyReports (written by the aggregation) created or replaced in the cluster."""
-    from fleetscan.report.policy_reports import publish, read
-
-    reports = read(Path(folder))
-    problems = publish(kube, reports)
-    get_run_logger().info("PolicyReports of %d namespace(s) written to the cluster", len(reports) - len(problems))
+    written, problems = publish_policy_reports(setup, Path(folder))
+    get_run_logger().info("PolicyReports of %d namespace(s) written to the cluster", written)
     for problem in problems:
         get_run_logger().warning("%s", problem)
     return problems

@@ -72,7 +72,7 @@ def finding(control: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_fail_on_new_gates_on_new_findings_only(tmp_path: Path) -> None:
+def test_fail_on_new_gates_on_new_findings_only(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     runs = tmp_path / "runs"
     with Emulator(parse_scenario(SCENARIO, "gate.yaml")) as emu:
         kc = emu.write_kubeconfig(tmp_path / "kc")
@@ -103,7 +103,11 @@ def test_fail_on_new_gates_on_new_findings_only(tmp_path: Path) -> None:
     markdown = (runs / "two" / "report.md").read_text()
     assert f"## Against baseline run {one['run_id']}" in markdown
     assert "| gate | Deployment/web | app | CB-01 |" in markdown
-    assert "1 new, 0 fixed" in (runs / "two" / "report.html").read_text().replace("<b>", "").replace("</b>", "")
+    page = browser.new_page()
+    page.goto((runs / "two" / "report.html").as_uri())
+    assert page.inner_text("#baseline-counts").startswith(f"Against run {one['run_id']}: 1 new, 0 fixed")
+    assert "gate / Deployment/web / app / CB-01" in page.inner_text("section:has(#baseline-counts)")
+    page.close()
 
 
 @pytest.mark.parametrize(

@@ -170,3 +170,13 @@ def revoke_leftovers(params: ScanParams, run_id: str) -> list[str]:
     or at the end of a resumed run): in the namespaces it names one by one, else in all."""
     named = params.namespaces if params.namespaces and not any(c in "".join(params.namespaces) for c in "*?[") else None
     return revoke_run(client_for(params), run_id, named)
+
+
+def publish_policy_reports(setup: RunSetup, folder: Path) -> tuple[int, list[str]]:
+    """The PolicyReports the aggregation wrote to `folder`, created or replaced in the cluster with
+    the orchestrator's identity: (namespaces written, problems)."""
+    from ..report.policy_reports import publish, read
+
+    reports = read(folder)
+    problems = publish(setup.kube, reports)
+    return len(reports) - len(problems), problems
