@@ -153,7 +153,7 @@ def _exec_peaks(fleet: Fleet, audit: list[dict[str, Any]]) -> tuple[int, int, in
 
 def scan_flow(fleet: Fleet, tmp: Path, name: str, namespaces: list[str], **params: Any) -> Measured:
     """One fleet_scan flow run in this process, with what it cost everyone."""
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     scan = ScanParams(
         kubeconfig=str(fleet.kubeconfig), out=str(tmp / name), run_id=name, namespaces=namespaces, qps=1000, burst=1000
@@ -161,7 +161,7 @@ def scan_flow(fleet: Fleet, tmp: Path, name: str, namespaces: list[str], **param
     scan = scan.model_copy(update=params)
     fleet.emu.clear_audit()
     (s0, c0), me0, t0 = fleet.emulator_cpu(), _own_cpu(), time.perf_counter()
-    result = fleet_scan(scan)
+    result = run_to_end(fleet_scan, scan)
     (s1, c1), me1, t1 = fleet.emulator_cpu(), _own_cpu(), time.perf_counter()
     audit = fleet.emu.audit()
     execs, node_peak, overall_peak = _exec_peaks(fleet, audit)
@@ -260,7 +260,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -278,8 +278,9 @@ def main() -> None:
             kube = Kube.from_kubeconfig(str(kubeconfig), settings=ClientSettings(qps=1000, burst=1000))
             fleet = Fleet(server, kubeconfig, _handle(kubeconfig), kube, [f"scale-{i:03d}" for i in range(namespaces)])
             print(f"machine: {CORES} cores; fleet: {namespaces * PODS_PER_NAMESPACE} single-container pods, busybox")
-            fleet_scan(
-                ScanParams(kubeconfig=str(kubeconfig), out=str(tmp / "warm"), run_id="warm", namespaces=["scale-000"])
+            run_to_end(
+                fleet_scan,
+                ScanParams(kubeconfig=str(kubeconfig), out=str(tmp / "warm"), run_id="warm", namespaces=["scale-000"]),
             )  # imports, Prefect's first flow run, TLS: not what the figures below are about
             emulator_per_exec(fleet)
             latency_hiding(fleet, tmp, size // 2, 0.03, 16, tmp / "one.yml")

@@ -313,7 +313,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
         ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
     except FleetscanError as exc:
         _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", EX_ERROR)
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, result_of
 
     def terminated(signum: int, frame: Any) -> None:
         # While the flow runs, Prefect's own handler is in front of this one and hands the signal
@@ -324,7 +324,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
     signal.signal(signal.SIGTERM, terminated)
     try:
         with progress_bar(show_progress):
-            result = fleet_scan(params)
+            result = result_of(fleet_scan(params, return_state=True))
     except Interrupted as exc:
         _interrupted(out, params.run_id, str(exc))
     except KeyboardInterrupt:

@@ -100,6 +100,13 @@ class ScanParams(BaseModel):
         description="fsspec URL (s3://bucket/path, file:///mnt/x) through which shards hand their "
         "results back when workers share no filesystem; empty: shards write into the run directory",
     )
+    max_error_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="The flow run ends Failed when more than this share of its containers could not be "
+        "scanned (else Completed, whatever the verdicts); the CLI's exit code does not change",
+    )
     aggregate: bool = Field(True, description="Write summary and reports at the end (shards leave it to the parent)")
 
     @field_validator("run_id")

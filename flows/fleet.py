@@ -18,11 +18,13 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_run
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -40,11 +42,12 @@ from fleetscan.pipeline.run import (
     todo,
 )
 from fleetscan.pipeline.scan import Scanner
-from fleetscan.pipeline.share import collect, download, share_root, upload
+from fleetscan.pipeline.share import collect, download, publish_reports, share_root, upload
 from fleetscan.results.hdf import now_iso
 from fleetscan.settings import ScanParams
 from tasks.scan import (
     aggregate_task,
+    emit_events_task,
     export_metrics_task,
     plan_task,
     publish_artifacts,
@@ -147,14 +150,45 @@ def _scan_slot() -> Iterator[None]:
         slot.__exit__(None, None, None)
 
 
-def scan_run(params: ScanParams) -> RunResult:
-    """The one path of every flow."""
+def scan_run(params: ScanParams) -> RunResult | State[Any]:
+    """The one path of every flow; its result is the RunResult, in the final state the policy gives."""
     _stop_scans_on_sigterm()
     if params.share and not params.aggregate and not params.dispatch:
         # A shard handing over through a share: its local run directory is scratch, gone afterwards.
         with tempfile.TemporaryDirectory(prefix=f"fleetscan-{params.run_id}-") as scratch:
             return _scan(params.model_copy(update={"out": scratch}))
-    return _scan(params)
+    return final_state(params, _scan(params))
+
+
+def final_state(params: ScanParams, result: RunResult) -> RunResult | State[Any]:
+    """The state policy: a run that scanned ends Completed whatever its verdicts (they are in its
+    result, artifacts and events); it ends Failed when more than `max_error_ratio` of its containers
+    could not be scanned, since then the run as a whole did not do its job. Shards leave it to
+    their parent, which judges the whole run."""
+    targets, errors = result.totals.get("targets", 0), result.totals.get("error", 0)
+    if params.aggregate and targets and errors / targets > params.max_error_ratio:
+        message = (
+            f"{errors} of {targets} containers could not be scanned (more than {params.max_error_ratio:.0%}); "
+            f"run {result.run_id}, report {result.report}"
+        )
+        return Failed(message=message, data=result)
+    return result
+
+
+def run_to_end(flow_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> RunResult:
+    """Run a flow in this process and return its RunResult, whatever final state it took."""
+    return result_of(flow_fn(*args, return_state=True, **kwargs))
+
+
+def result_of(state: State[Any]) -> RunResult:
+    """A finished flow run's RunResult, whatever final state the policy gave it (an exception that
+    ended the run is raised again)."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    if not isinstance(value, RunResult):
+        raise TypeError(f"the flow run ended {state.type.value} without a result: {value!r}")
+    return value
 
 
 def _scan(params: ScanParams) -> RunResult:
@@ -239,13 +273,14 @@ def _finish(setup: RunSetup, started: str, shard_runs: int = 0) -> RunResult:
         baseline_ref(params),
         reports,
     )
-    publish_artifacts(_quoted(summary), run)
+    report = publish_reports(run, params.share) if params.share else str((run.path / "report.html").resolve())
+    publish_artifacts(_quoted(summary), run, report)
+    emit_events_task(_quoted(summary), _quoted(setup), report)
     warnings = []
     if params.metrics or params.pushgateway:
         warnings.append(export_metrics_task(_quoted(summary), params))
     if params.policy_reports:
         warnings += publish_policy_reports_task(_quoted(setup), reports)
-    report = str(run.path / "report.html")
     get_run_logger().info("run %s: %s -> %s", params.run_id, summary.totals, report)
     return RunResult(
         params.run_id,
@@ -313,24 +348,53 @@ def _dispatch(setup: RunSetup, pending: dict[str, list[Any]], started: str) -> R
     return _finish(setup, started, len(runs))
 
 
+def _current_params() -> ScanParams:
+    raw = (current_run.parameters or {}).get("params") or {}
+    return raw if isinstance(raw, ScanParams) else ScanParams.model_validate(raw)
+
+
+def _named(namespaces: list[str]) -> str:
+    shown = ",".join(namespaces[:3])
+    return f"{shown},+{len(namespaces) - 3}" if len(namespaces) > 3 else shown
+
+
+def fleet_run_name() -> str:
+    """What the UI lists: `fleet <run id>`, or `fleet a,b <run id>` when namespaces are named."""
+    params = _current_params()
+    scope = f"fleet {_named(params.namespaces)}" if params.namespaces else "fleet"
+    return f"{scope} {run_id_of(params, current_run.id)}"
+
+
+def namespace_run_name() -> str:
+    params = _current_params()
+    namespace = (current_run.parameters or {}).get("namespace") or _named(params.namespaces) or "all"
+    return f"namespace {namespace} {run_id_of(params, current_run.id)}"
+
+
+def workload_run_name() -> str:
+    p = current_run.parameters or {}
+    where = f"{p.get('namespace')}/{str(p.get('kind', '')).lower()}/{p.get('name')}"
+    return f"workload {where} {run_id_of(_current_params(), current_run.id)}"
+
+
 @flow(
     name="fleet-scan",
-    flow_run_name="fleet-scan-{params.run_id}",
+    flow_run_name=fleet_run_name,
     task_runner=_threads(4),
     **REVOKE_ON_EXIT,
 )
-def fleet_scan(params: ScanParams = DEFAULTS) -> RunResult:
+def fleet_scan(params: ScanParams = DEFAULTS) -> RunResult | State[Any]:
     """Scan every selected container of the fleet: per namespace credentials, scans, revocation."""
     return scan_run(_resolve(params))
 
 
 @flow(
     name="namespace-scan",
-    flow_run_name="namespace-scan-{namespace}",  # dispatched shards are named by the parent
+    flow_run_name=namespace_run_name,
     task_runner=_threads(2),
     **REVOKE_ON_EXIT,
 )
-def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> RunResult:
+def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> RunResult | State[Any]:
     """Scan one namespace, or (namespace empty) the namespaces of `params`: the shards a fleet scan
     dispatches to workers."""
     return scan_run(_resolve(params.model_copy(update={"namespaces": [namespace]}) if namespace else params))
@@ -338,7 +402,7 @@ def namespace_scan(namespace: str = "", params: ScanParams = DEFAULTS) -> RunRes
 
 @flow(
     name="workload-scan",
-    flow_run_name="workload-scan-{namespace}-{kind}-{name}",
+    flow_run_name=workload_run_name,
     task_runner=_threads(2),
     **REVOKE_ON_EXIT,
 )
@@ -347,7 +411,7 @@ def workload_scan(
     kind: Literal["Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"],
     name: str,
     params: ScanParams = DEFAULTS,
-) -> RunResult:
+) -> RunResult | State[Any]:
     """Scan the containers of one workload, e.g. as soon as it is deployed: the same path as a fleet
     scan, with the selection narrowed to the workload's current pods."""
     return scan_run(_resolve(params.model_copy(update={"namespaces": [namespace], "workload": f"{kind}/{name}"})))

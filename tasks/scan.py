@@ -9,14 +9,17 @@ bounded number of tries. Timeouts live in the exec and API calls, because a task
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from fleetscan.pipeline.aggregate import RunSummary, aggregate
+from fleetscan.pipeline.events import cluster_name, run_events
 from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan, publish_policy_reports
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.baseline import BaselineRef
@@ -98,8 +101,19 @@ def publish_policy_reports_task(setup: RunSetup, folder: str) -> list[str]:
     return problems
 
 
+@task(name="emit-events", **_COMMON)
+def emit_events_task(summary: RunSummary, setup: RunSetup, report: str) -> int:
+    """fleetscan.run.completed and one fleetscan.namespace.scanned per namespace, for automations."""
+    cluster = cluster_name(setup.params.context, setup.kube.server)
+    specs = run_events(summary.to_dict(), cluster=cluster, report=report)
+    for spec in specs:
+        emit_event(event=spec.event, resource=spec.resource, payload=spec.payload, related=spec.related)
+    get_run_logger().info("emitted %d event(s) for run %s", len(specs), summary.run_id)
+    return len(specs)
+
+
 @task(name="publish-artifacts", **_COMMON)
-def publish_artifacts(summary: RunSummary, run: RunDir) -> None:
+def publish_artifacts(summary: RunSummary, run: RunDir, report: str) -> None:
     """Per-namespace table, the Markdown report (worst namespaces and controls, changes) and a link
     to the HTML report: the same tables and rankings as summary.json and report.md."""
     create_table_artifact(
@@ -109,5 +123,8 @@ def publish_artifacts(summary: RunSummary, run: RunDir) -> None:
     )
     text = (run.path / "report.md").read_text()
     create_markdown_artifact(key="fleetscan-summary", markdown=text, description=f"run {summary.run_id}")
-    report = (run.path / "report.html").resolve()
-    create_link_artifact(key="fleetscan-report", link=report.as_uri(), link_text=f"report of run {summary.run_id}")
+    if "://" in report:  # on the share: opens from wherever the UI user is
+        link, text = report, f"report of run {summary.run_id}"
+    else:  # only on the machine that ran it: say where
+        link, text = Path(report).as_uri(), f"report of run {summary.run_id} (on {socket.gethostname()}: {report})"
+    create_link_artifact(key="fleetscan-report", link=link, link_text=text)

@@ -72,9 +72,10 @@ def client(env: dict[str, str]) -> Any:
     return SyncPrefectClient(env["PREFECT_API_URL"])
 
 
-def flow_runs(env: dict[str, str], name: str) -> list[Any]:
+def flow_runs(env: dict[str, str], prefix: str) -> list[Any]:
+    """The flow runs whose name starts with `prefix` (names end with the run id)."""
     with client(env) as c:
-        return [r for r in c.read_flow_runs(limit=200) if r.name == name]
+        return [r for r in c.read_flow_runs(limit=200) if r.name.startswith(prefix)]
 
 
 def wait_for(predicate: Any, timeout: float = 180, what: str = "") -> Any:
@@ -141,7 +142,7 @@ def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Pa
                 server, str(BIN / "fleetscan"), "notify-deploy", "-n", "shop", "--kind", "Deployment", "--name", "web"
             )
             assert sent.returncode == 0, sent.stderr
-            name = "workload-scan-shop-Deployment-web"
+            name = "workload shop/deployment/web p"  # then the run id, derived from the flow run's id
             wait_for(
                 lambda: [r for r in flow_runs(server, name) if r.state and r.state.is_completed()],
                 what="the notified workload scan",
@@ -169,7 +170,8 @@ def test_deploy_events_start_workload_scans(server: dict[str, str], tmp_path: Pa
                 what="the watched rollout's workload scan",
             )
             assert done[0].parameters["namespace"] == "shop" and done[0].parameters["name"] == "web"
-            assert all(r.name == name for r in flow_runs(server, name))
+            runs = flow_runs(server, name)
+            assert all(r.name == f"{name}{r.id.hex[:12]}" for r in runs)  # named after what it scans, and its run id
         finally:
             for proc in (watcher, served):
                 if proc is not None:
@@ -255,9 +257,9 @@ print(json.dumps("ok"))
 
 FLEET_SCAN = """
 import dataclasses, json, sys
-from flows.fleet import fleet_scan
+from flows.fleet import fleet_scan, run_to_end
 from fleetscan.settings import ScanParams
-result = fleet_scan(ScanParams.model_validate_json(sys.argv[1]))
+result = run_to_end(fleet_scan, ScanParams.model_validate_json(sys.argv[1]))
 print(json.dumps({**dataclasses.asdict(result), "exit_code": result.exit_code}))
 """
 

@@ -81,11 +81,11 @@ def emu() -> Iterator[Emulator]:
 
 
 def _scan(kind: str, params: ScanParams) -> int:
-    from flows.fleet import fleet_scan, workload_scan
+    from flows.fleet import fleet_scan, run_to_end, workload_scan
 
     if kind == "fleet":
-        return fleet_scan(params.model_copy(update={"namespaces": ["shop", "other"]})).exit_code
-    return workload_scan("shop", "Deployment", "web", params).exit_code
+        return run_to_end(fleet_scan, params.model_copy(update={"namespaces": ["shop", "other"]})).exit_code
+    return run_to_end(workload_scan, "shop", "Deployment", "web", params).exit_code
 
 
 @pytest.mark.parametrize("scan", ["fleet", "workload"])

@@ -60,13 +60,14 @@ def by_key(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     with Emulator(load_scenario("demo")) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
         out = tmp_path / "run"
-        result = fleet_scan(
-            ScanParams(kubeconfig=str(kubeconfig), out=str(out), run_id="demo-test", debug_image="fleetscan/debug:1.0")
+        result = run_to_end(
+            fleet_scan,
+            ScanParams(kubeconfig=str(kubeconfig), out=str(out), run_id="demo-test", debug_image="fleetscan/debug:1.0"),
         )
         assert leftovers(emu, tmp_path) == []
         audit = emu.client().audit()
@@ -104,12 +105,16 @@ def test_demo_fleet_scan(prefect_api: str, tmp_path: Path) -> None:
 
 
 def test_workload_scan_of_one_deployment(prefect_api: str, tmp_path: Path) -> None:
-    from flows.fleet import workload_scan
+    from flows.fleet import run_to_end, workload_scan
 
     with Emulator(load_scenario("demo")) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
-        result = workload_scan(
-            "shop", "Deployment", "web", ScanParams(kubeconfig=str(kubeconfig), out=str(tmp_path / "w"), run_id="wl")
+        result = run_to_end(
+            workload_scan,
+            "shop",
+            "Deployment",
+            "web",
+            ScanParams(kubeconfig=str(kubeconfig), out=str(tmp_path / "w"), run_id="wl"),
         )
         assert leftovers(emu, tmp_path) == []
     assert result.totals["targets"] == 3 and result.totals["failed"] == 3
@@ -162,7 +167,7 @@ def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, 
     """The orchestrator may manage credentials in `ok` but not in `refused`: its containers are errors."""
     import yaml
 
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
         kube = admin_kube(emu, tmp_path)
@@ -188,10 +193,11 @@ def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, 
             },
         )
         kubeconfig = emu.write_kubeconfig(tmp_path / "orch", token)
-        result = fleet_scan(
+        result = run_to_end(
+            fleet_scan,
             ScanParams(
                 kubeconfig=str(kubeconfig), namespaces=["ok", "refused"], out=str(tmp_path / "r"), run_id="refused"
-            )
+            ),
         )
         assert leftovers(emu, tmp_path) == []
     t = by_key(summary_of(tmp_path / "r"))
@@ -203,7 +209,7 @@ def test_refused_namespace_is_errors_while_the_rest_completes(prefect_api: str, 
 
 
 def test_retries_for_throttling_and_dropped_streams_but_not_403(prefect_api: str, tmp_path: Path) -> None:
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
@@ -215,13 +221,13 @@ def test_retries_for_throttling_and_dropped_streams_but_not_403(prefect_api: str
             exec_drop_after_bytes=50,
             exec_drop_count=1,
         )
-        fleet_scan(params.model_copy(update={"out": str(tmp_path / "1"), "run_id": "retry1"}))
+        run_to_end(fleet_scan, params.model_copy(update={"out": str(tmp_path / "1"), "run_id": "retry1"}))
         t = by_key(summary_of(tmp_path / "1"))
         assert t["ok/a/c"]["outcome"] in ("passed", "failed") and t["ok/b/c"]["outcome"] in ("passed", "failed")
         assert t["ok/a/c"]["attempts"] + t["ok/b/c"]["attempts"] >= 3
         # a 403 is final: one attempt, an error with the reason
         handle.set_faults(errors=[{"path": "/namespaces/ok/pods/a/exec", "code": 403}])
-        fleet_scan(params.model_copy(update={"out": str(tmp_path / "2"), "run_id": "retry2"}))
+        run_to_end(fleet_scan, params.model_copy(update={"out": str(tmp_path / "2"), "run_id": "retry2"}))
         t = by_key(summary_of(tmp_path / "2"))
         handle.clear_faults()
         assert t["ok/a/c"]["outcome"] == "error" and "403" in t["ok/a/c"]["reason"]
@@ -308,17 +314,18 @@ def test_exit_codes(prefect_api: str, tmp_path: Path, args: list[str], code: int
 
 def test_namespace_that_keeps_failing_is_recorded_not_lost(prefect_api: str, tmp_path: Path) -> None:
     """Credential requests throttled beyond every retry: that namespace's containers become errors."""
-    from flows.fleet import fleet_scan
+    from flows.fleet import fleet_scan, run_to_end
 
     with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
         emu.client().set_faults(
             errors=[{"path": "/namespaces/refused/serviceaccounts$", "code": 503, "method": "POST", "retry_after": 0}]
         )
-        result = fleet_scan(
+        result = run_to_end(
+            fleet_scan,
             ScanParams(
                 kubeconfig=str(kubeconfig), namespaces=["ok", "refused"], out=str(tmp_path / "f"), run_id="keepsfailing"
-            )
+            ),
         )
         emu.client().clear_faults()
         assert leftovers(emu, tmp_path) == []

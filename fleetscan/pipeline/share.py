@@ -82,3 +82,17 @@ def collect(run: RunDir, url: str) -> int:
     if fs.exists(src):
         fs.rm(src, recursive=True)
     return count
+
+
+REPORTS = ("summary.json", "report.html", "report.md", "results.csv")
+
+
+def publish_reports(run: RunDir, url: str) -> str:
+    """The run's reports copied to the share (where a UI user elsewhere can open them); returns the
+    URL of report.html there."""
+    fs, dest = share_root(url, run.run_id)
+    fs.makedirs(dest, exist_ok=True)
+    for name in REPORTS:
+        if (run.path / name).exists():
+            fs.put_file(str(run.path / name), f"{dest}/{name}")
+    return f"{url.rstrip('/')}/{run.run_id}/report.html"
