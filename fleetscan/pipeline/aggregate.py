@@ -91,7 +91,6 @@ def aggregate(
     from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
     from ..report.build import build_reports
     from ..report.frames import from_targets
-    from ..report.history import container_findings
 
     finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     targets: list[dict[str, Any]] = []  # as summary.json lists them: without the control rows
@@ -106,31 +105,9 @@ def aggregate(
 
     frames = from_targets(run.path, run.run_id, finished_at, each())
     analysis = analyse(frames)
-    waived = frames.controls["waived"].astype(str)
-    by_waiver: dict[str, int] = {}
-    for record in records:
-        for waiver_id in record.waivers:
-            by_waiver[waiver_id] = by_waiver.get(waiver_id, 0) + 1
-    waiver_section = {
-        **waivers.section(by_waiver),
-        "waived_controls": int((waived != "").sum()),
-        "waived_still_failing": int((waived == "failed").sum()),
-    }
-    baseline_section: dict[str, Any] = {}
-    if baseline is not None:
-        table = container_findings(frames)
-        judged = {(ns, w, c) for ns, w, c, _ in table.itertuples(index=False)}
-        failing = {(ns, w, c, k) for ns, w, c, k in table.itertuples(index=False) if k}
-        baseline_section = compare(baseline.load(run.run_id), failing, judged).section()
-    namespaces = _rows(
-        analysis.by_namespace, ["namespace", "containers", "passed", "failed", "error", "skipped", "compliance"]
-    )
-    for row in namespaces:  # failed control results by severity, e.g. for the metrics
-        heat = analysis.heatmap
-        row["failed_controls"] = {
-            str(sev): int(heat.loc[row["namespace"], sev]) if row["namespace"] in heat.index else 0
-            for sev in heat.columns
-        }
+    waiver_section = _waiver_section(waivers, records, frames)
+    baseline_section = _baseline_section(baseline, frames, run.run_id) if baseline is not None else {}
+    namespaces = _namespace_rows(analysis)
     if policy_reports is not None:  # YAML files here; the flow may then write them to the cluster
         from ..report import policy_reports as polr
 
@@ -165,6 +142,39 @@ def aggregate(
         baseline=baseline_section,
     )
     return summary
+
+
+def _waiver_section(waivers: Waivers, records: list[TargetRecord], frames: Any) -> dict[str, Any]:
+    """The waivers applied (to how many containers), unused and expired, and what they covered."""
+    by_waiver: dict[str, int] = {}
+    for record in records:
+        for waiver_id in record.waivers:
+            by_waiver[waiver_id] = by_waiver.get(waiver_id, 0) + 1
+    waived = frames.controls["waived"].astype(str)
+    return {
+        **waivers.section(by_waiver),
+        "waived_controls": int((waived != "").sum()),
+        "waived_still_failing": int((waived == "failed").sum()),
+    }
+
+
+def _baseline_section(baseline: BaselineRef, frames: Any, run_id: str) -> dict[str, Any]:
+    from ..report.history import container_findings
+
+    table = container_findings(frames)
+    judged = {(ns, w, c) for ns, w, c, _ in table.itertuples(index=False)}
+    failing = {(ns, w, c, k) for ns, w, c, k in table.itertuples(index=False) if k}
+    return compare(baseline.load(run_id), failing, judged).section()
+
+
+def _namespace_rows(analysis: Any) -> list[dict[str, Any]]:
+    """Namespaces worst first, each with its failed control results by severity (e.g. for metrics)."""
+    columns = ["namespace", "containers", "passed", "failed", "error", "skipped", "compliance"]
+    rows, heat = _rows(analysis.by_namespace, columns), analysis.heatmap
+    for row in rows:
+        ns = row["namespace"]
+        row["failed_controls"] = {str(s): int(heat.loc[ns, s]) if ns in heat.index else 0 for s in heat.columns}
+    return rows
 
 
 def _write_summary(path: Path, doc: dict[str, Any]) -> None:
