@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # What the tests need from the OS: busybox for the emulator's images, a C toolchain for its
 # static container helper, util-linux for namespaces, Chromium for the report's browser tests.
 # Installed only when missing.
-APT_PACKAGES := busybox-static gcc libc6-dev util-linux chromium
+APT_PACKAGES := busybox-static gcc libc6-dev util-linux chromium postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TOOLS  := .tools
