@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,16 @@ def test_failing_namespaces_and_errors_reach_the_webhook(server: dict[str, str],
     # the state policy: more than max_error_ratio (10%) unscanned fails the flow run; exit code as ever
     failed = runs["fleet good,bad,broken events-1"].state
     assert failed.is_failed() and "1 of 3 containers could not be scanned" in failed.message
+    # without a share, the report link says which machine and path hold the report
+    of_run = {"id": {"any_": [str(runs["fleet good,bad,broken events-1"].id)]}}
+    links = httpx.post(
+        f"{server['PREFECT_API_URL']}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["fleetscan-report"]}}, "flow_runs": of_run},
+        timeout=30,
+    ).json()
+    (link,) = links
+    where = str((tmp_path / "events-1" / "report.html").resolve())
+    assert f"(on {socket.gethostname()}: {where})" in link["data"]
 
 
 @pytest.mark.slow
