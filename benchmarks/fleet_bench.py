@@ -47,18 +47,7 @@ from fleetscan.settings import ScanParams
 PODS_PER_NAMESPACE = 50
 NODES = 40  # node limits (4 each) then allow 160 scans at once, more than the concurrency asked
 CORES = os.cpu_count() or 1
-ONE_CONTROL = """name: one-control
-title: One cheap control (benchmark)
-version: 1.0.0
-controls:
-  - id: B-01
-    title: /etc/passwd is owned by root
-    impact: 0.5
-    tags: {nist: [AC-3], severity: medium}
-    checks:
-      - file: /etc/passwd
-        expect: {owner: "0"}
-"""
+ONE_CONTROL = Path(__file__).resolve().parent.parent / "tests" / "data" / "one-control.yml"  # latency, not profile cost
 
 
 def _handle(kubeconfig: Path) -> EmulatorClient:
@@ -264,7 +253,6 @@ def main() -> None:
 
     with prefect_test_harness(server_startup_timeout=120), tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        (tmp / "one.yml").write_text(ONE_CONTROL)
         namespaces = max(1, size // PODS_PER_NAMESPACE)
         # The emulator runs in its own process, as a cluster would: not competing for this one's GIL.
         server, kubeconfig = scale_emulator.start(
@@ -283,8 +271,8 @@ def main() -> None:
                 ScanParams(kubeconfig=str(kubeconfig), out=str(tmp / "warm"), run_id="warm", namespaces=["scale-000"]),
             )  # imports, Prefect's first flow run, TLS: not what the figures below are about
             emulator_per_exec(fleet)
-            latency_hiding(fleet, tmp, size // 2, 0.03, 16, tmp / "one.yml")
-            latency_hiding(fleet, tmp, size, 0.2, 128, tmp / "one.yml")
+            latency_hiding(fleet, tmp, size // 2, 0.03, 16, ONE_CONTROL)
+            latency_hiding(fleet, tmp, size, 0.2, 128, ONE_CONTROL)
             ours = cli_end_to_end(fleet, tmp, size)
             per_container = reference_design(fleet, args.reference_sample, ScanParams().profile)
             print(

@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
+from fleetscan.results.saf import SafCli
 
 DATA = Path(__file__).parent / "data"
 
@@ -100,3 +101,12 @@ def browser():  # type: ignore[no-untyped-def]
         b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def saf() -> SafCli:
+    """The real SAF CLI (make setup installs it), to check verdicts against."""
+    cli = SafCli.find()
+    if cli is None:
+        pytest.skip("the SAF CLI is not installed (make setup installs it)")
+    return cli

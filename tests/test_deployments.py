@@ -307,18 +307,6 @@ def outcomes(out: Path) -> dict[str, tuple[str, Any]]:
     }
 
 
-ONE_CONTROL = """name: one-control
-title: One cheap control
-version: 1.0.0
-controls:
-  - id: Q-01
-    title: /etc/passwd is owned by root
-    impact: 0.5
-    tags: {nist: [AC-3], severity: medium}
-    checks:
-      - file: /etc/passwd
-        expect: {owner: "0"}
-"""
 BIG = "scale:\n  namespaces: 40\n  pods_per_namespace: 50\n  containers_per_pod: 1\n  image: busybox\n"
 
 
@@ -332,8 +320,7 @@ def test_2000_containers_sharded_over_two_workers_are_all_recorded(server: dict[
         scan = scanner(server, str(emu.write_kubeconfig(tmp_path / "kc")), tmp_path)
         # What is checked is the orchestration (every run recorded, the same records), not the
         # profile: a one-control profile keeps two 2,000-container scans within the CI budget.
-        (tmp_path / "one.yml").write_text(ONE_CONTROL)
-        quick = {"profile": str(tmp_path / "one.yml"), "concurrency": 32}
+        quick = {"profile": str(ROOT / "tests" / "data" / "one-control.yml"), "concurrency": 32}
         sharded = scan("big-sharded", dispatch="namespace-scan/big", shard_size=10, **quick)
         single = scan("big-single", **quick)
     assert sharded["totals"] == single["totals"] and single["totals"]["targets"] == 2000

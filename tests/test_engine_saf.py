@@ -30,14 +30,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def saf() -> SafCli:
-    cli = SafCli.find()
-    if cli is None:
-        pytest.skip("the SAF CLI is not installed (make setup installs it)")
-    return cli
-
-
-@pytest.fixture(scope="module")
 def fleet_hdfs(demo_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """One HDF per demo container, each reached by the approach `auto` picks."""
     folder = tmp_path_factory.mktemp("hdf")

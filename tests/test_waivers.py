@@ -131,14 +131,6 @@ def test_a_waiver_cannot_hide_a_control_that_could_not_be_examined() -> None:
     assert unexamined_controls(doc) == ["CB-01 (section cut)"]  # an error still, not N/A
 
 
-@pytest.fixture(scope="module")
-def saf() -> SafCli:
-    cli = SafCli.find()
-    if cli is None:
-        pytest.skip("the SAF CLI is not installed (make setup installs it)")
-    return cli
-
-
 PODS = ["payments-6c5b-aaaaa", "web-7d9f-abcde"]
 
 
