@@ -8,13 +8,14 @@ import copy
 import email.utils
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import discovery, protobuf
+from . import discovery, events, protobuf
 from .audit import AuditEntry
 from .authn import ANONYMOUS, User, service_account_user
 from .cluster import Cluster
@@ -32,6 +33,9 @@ CLUSTER_KEY = web.AppKey("cluster", Cluster)
 INFO_KEY = web.RequestKey("info", RequestInfo)
 USER_KEY = web.RequestKey("user", User)
 UNAUDITED = ("/_emu/",)
+CORE_EVENTS = BY_KEY[("", "events")]
+EVENTS_V1 = BY_KEY[("events.k8s.io", "events")]
+Converter = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 async def date_from_clock(request: web.Request, response: web.StreamResponse) -> None:
@@ -247,7 +251,8 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
         if doc is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return json_response(doc)
-    rt = _resolve(cluster, info)
+    view = _resolve(cluster, info)
+    rt, present, stored = _storage(view)
     ns = info.namespace if rt.namespaced else ""
     if rt is BY_KEY[("", "namespaces")]:
         ns = ""
@@ -269,31 +274,57 @@ async def resource_handler(request: web.Request) -> web.StreamResponse:
     if verb in ("list", "watch", "deletecollection"):
         accept = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"))
         if verb == "watch":
-            return await _watch(request, cluster, rt, ns, accept)
+            return await _watch(request, cluster, rt, ns, accept, present)
         items = cluster.store.list(rt, ns, accept)
         if verb == "deletecollection":
             for item in items:
                 cluster.api_delete(rt, item["metadata"].get("namespace", ""), item["metadata"]["name"])
-            return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": {}, "items": items})
-        return _list_response(request, cluster, rt, items)
+            body = {"kind": _list_kind(view), "apiVersion": view.api_version, "metadata": {}}
+            return json_response(body | {"items": [present(o) for o in items]})
+        return _list_response(request, cluster, view, [present(o) for o in items])
     name = info.name
     if verb == "get":
         obj = cluster.store.get(rt, ns, name)
-        return _object_response(request, cluster, rt, obj)
+        return _object_response(request, cluster, view, present(obj))
     if verb == "create":
-        return json_response(cluster.api_create(rt, info.namespace, await _body(request), user), 201)
+        body = stored(await _body(request))
+        _admit_event(view, rt, body, info.namespace)
+        return json_response(present(cluster.api_create(rt, info.namespace, body, user)), 201)
     if verb == "update":
-        return json_response(cluster.api_update(rt, ns, name, await _body(request), user, info.subresource))
+        body = stored(await _body(request))
+        _admit_event(view, rt, body, ns)
+        return json_response(present(cluster.api_update(rt, ns, name, body, user, info.subresource)))
     if verb == "patch":
-        current = copy.deepcopy(cluster.store.get(rt, ns, name))
+        current = present(copy.deepcopy(cluster.store.get(rt, ns, name)))
         body = await _body(request)
-        patched = apply_patch(request.content_type, current, body)
+        patched = stored(apply_patch(request.content_type, current, body))
+        _admit_event(view, rt, patched, ns)
         # Only a patch that names a resourceVersion asks for optimistic concurrency.
         has_rv = isinstance(body, dict) and "resourceVersion" in (body.get("metadata") or {})
-        return json_response(cluster.api_update(rt, ns, name, patched, user, info.subresource, check_rv=has_rv))
+        updated = cluster.api_update(rt, ns, name, patched, user, info.subresource, check_rv=has_rv)
+        return json_response(present(updated))
     if verb == "delete":
-        return json_response(cluster.api_delete(rt, ns, name))
+        return json_response(present(cluster.api_delete(rt, ns, name)))
     raise ApiError.method_not_allowed()
+
+
+def _same(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj
+
+
+def _storage(view: ResourceType) -> tuple[ResourceType, Converter, Converter]:
+    """The resource that stores `view`'s objects, and the conversions to and from it: events.k8s.io/v1
+    events are core/v1 events seen through another schema."""
+    if view is EVENTS_V1:
+        return CORE_EVENTS, events.to_events_v1, lambda o: events.to_core(o) if isinstance(o, dict) else o
+    return view, _same, _same
+
+
+def _admit_event(view: ResourceType, rt: ResourceType, body: Any, namespace: str) -> None:
+    if rt is CORE_EVENTS and isinstance(body, dict):
+        body.setdefault("metadata", {}).setdefault("namespace", namespace)
+        if causes := events.validate(body, from_events_api=view is EVENTS_V1):
+            raise ApiError.invalid(view, body["metadata"].get("name", ""), causes)
 
 
 def _columns(cluster: Cluster, rt: ResourceType) -> tuple[dict[str, Any], ...]:
@@ -343,7 +374,9 @@ def _list_response(
     return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": meta, "items": items})
 
 
-async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: str, accept: Any) -> web.StreamResponse:
+async def _watch(
+    request: web.Request, cluster: Cluster, rt: ResourceType, ns: str, accept: Any, present: Converter
+) -> web.StreamResponse:
     """Events as JSON lines. A resourceVersion older than the retained history gets 410 Gone, as etcd
     compaction does on a real cluster, so clients must re-list."""
     store = cluster.store
@@ -361,12 +394,12 @@ async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: s
                 backlog.append({"type": "ERROR", "object": gone.status()})
             else:
                 backlog.extend(
-                    {"type": e.type, "object": e.obj}
+                    {"type": e.type, "object": present(e.obj)}
                     for e in store.events_since(rt, since)
                     if _in_scope(e.obj, ns) and accept(e.obj)
                 )
         else:
-            backlog.extend({"type": "ADDED", "object": o} for o in store.list(rt, ns, accept))
+            backlog.extend({"type": "ADDED", "object": present(o)} for o in store.list(rt, ns, accept))
         response = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await response.prepare(request)
         for line in backlog:
@@ -376,18 +409,30 @@ async def _watch(request: web.Request, cluster: Cluster, rt: ResourceType, ns: s
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # allowWatchBookmarks: a BOOKMARK with the current resourceVersion every interval and once
+        # just before the timeout, so a client resumes from it instead of an expired version.
+        interval = cluster.bookmark_interval if request.query.get("allowWatchBookmarks") in ("true", "1") else 0.0
+        next_bookmark = min(loop.time() + interval, deadline - 0.5) if interval else float("inf")
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                event = await asyncio.wait_for(queue.get(), remaining)
+                event = await asyncio.wait_for(queue.get(), min(remaining, max(0.0, next_bookmark - loop.time())))
             except TimeoutError:
-                break
+                now = loop.time()
+                if now < next_bookmark:
+                    break  # the watch's timeout
+                skeleton = {"kind": rt.kind, "apiVersion": rt.api_version}
+                bookmark = present(skeleton | {"metadata": {"resourceVersion": str(store.resource_version)}})
+                await response.write(json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n")
+                final = deadline - now <= 0.5
+                next_bookmark = float("inf") if final else min(now + interval, deadline - 0.5)
+                continue
             if event is None:
                 break
             if _in_scope(event.obj, ns) and accept(event.obj):
-                await response.write(json.dumps({"type": event.type, "object": event.obj}).encode() + b"\n")
+                await response.write(json.dumps({"type": event.type, "object": present(event.obj)}).encode() + b"\n")
         return response
     except (ConnectionResetError, asyncio.CancelledError):
         raise

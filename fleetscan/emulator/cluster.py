@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import bootstrap, crds
+from . import bootstrap, crds, events
 from .audit import AuditLog
 from .authn import ISSUER, Authenticator, User
 from .clock import Clock
@@ -16,7 +16,8 @@ from .errors import ApiError
 from .faults import Faults
 from .images import ImageStore
 from .native import helper_binary
-from .pods import DEFAULT_NODES, PodRunner, apply_defaults, validate
+from .nodes import node_object
+from .pods import DEFAULT_NODES, Event, PodRunner, apply_defaults, validate
 from .rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, ROLE_BINDINGS, ROLES, Attributes, Authorizer, Rule
 from .resources import BY_KEY, Registry, ResourceType
 from .runtime import Runtime, UserNamespace
@@ -30,6 +31,8 @@ NAMESPACES = BY_KEY[("", "namespaces")]
 PODS = BY_KEY[("", "pods")]
 SERVICE_ACCOUNTS = BY_KEY[("", "serviceaccounts")]
 CRDS = BY_KEY[("apiextensions.k8s.io", "customresourcedefinitions")]
+NODES = BY_KEY[("", "nodes")]
+EVENTS = BY_KEY[("", "events")]
 WORKLOADS = tuple(BY_KEY[("apps", r)] for r in ("deployments", "replicasets", "statefulsets", "daemonsets"))
 MIN_TOKEN_SECONDS = 600
 DEFAULT_TOKEN_SECONDS = 3600
@@ -61,8 +64,11 @@ class Cluster:
         self.controllers = Controllers(self)
         # Kubernetes >= 1.35 also requires `create` on pods/exec for the WebSocket (GET) upgrade.
         self.exec_requires_create = exec_requires_create
-        self.nodes: tuple[str, ...] = DEFAULT_NODES
+        self.nodes: tuple[str, ...] = ()  # the nodes the scheduler spreads pods over
         self._node_pods: dict[str, int] = {}  # pods per node, for scheduling
+        self.bookmark_interval = 60.0  # seconds between watch bookmarks, as the API server's cache
+        self.node_latency: dict[str, float] = {}  # seconds each node's kubelet adds to an exec (scenario)
+        self.set_nodes(DEFAULT_NODES)
         for name in bootstrap.SYSTEM_NAMESPACES:
             self.create_object(NAMESPACES, {"metadata": {"name": name}})
         for role in bootstrap.cluster_roles():
@@ -87,6 +93,7 @@ class Cluster:
         elif rt is PODS:
             apply_defaults(obj)
             obj["spec"].setdefault("nodeName", self._schedule())
+            self.ensure_node(obj["spec"]["nodeName"])
         created = self.store.create(rt, obj)
         if rt is PODS:
             node = created["spec"]["nodeName"]
@@ -94,13 +101,77 @@ class Cluster:
         if rt is NAMESPACES:
             self.store.create(SERVICE_ACCOUNTS, {"metadata": {"name": "default", "namespace": meta["name"]}})
         elif rt is PODS:
+            self.record_event(
+                created,
+                "Normal",
+                "Scheduled",
+                f"Successfully assigned {meta['namespace']}/{meta['name']} to {node}",
+                "default-scheduler",
+            )
             self.pods.start(created)
             created = self.store.replace(PODS, created)
+            for c in created["status"]["containerStatuses"]:
+                if "running" in c["state"]:
+                    self.record_event(created, "Normal", "Started", f"Started container {c['name']}", "kubelet")
+                else:
+                    waiting = c["state"].get("waiting") or {}
+                    self.record_event(created, "Warning", "Failed", waiting.get("message", ""), "kubelet")
         return created
 
     def _schedule(self) -> str:
         """The scheduler's spreading, simplified: the node with the fewest pods."""
         return min(self.nodes, key=lambda n: self._node_pods.get(n, 0))
+
+    # -- nodes, events, the kubelet's loop -------------------------------------------------------------
+    def set_nodes(self, names: tuple[str, ...]) -> None:
+        """Make `names` the nodes pods are scheduled to: each registered, and the previous ones that
+        hold no pod removed (so a scenario's nodes replace the defaults)."""
+        for name in self.nodes:
+            if name not in names and not self._node_pods.get(name) and self.store.find(NODES, "", name):
+                self.store.delete(NODES, "", name)
+        self.nodes = names
+        for name in names:
+            self.ensure_node(name)
+
+    def ensure_node(self, name: str) -> None:
+        """Register a node, as its kubelet does on start; a pod bound to an unknown node brings it up."""
+        if name and self.store.find(NODES, "", name) is None:
+            self.store.create(NODES, node_object(name, len(self.store.list(NODES)), self.clock))
+
+    def record_event(self, involved: Obj, type_: str, reason: str, message: str, component: str) -> None:
+        host = (involved.get("spec") or {}).get("nodeName", "") if component == "kubelet" else ""
+        ev = events.record(self.clock, involved, type_, reason, message, component, host)
+        if self.store.find(NAMESPACES, "", ev["metadata"]["namespace"]) is not None:
+            self.store.create(EVENTS, ev)
+
+    def sync_pods(self) -> None:
+        """One pass of every node's kubelet: containers that exited are noticed and restarted (with
+        back-off), pod status and events follow; events older than their TTL are dropped."""
+        for namespace, name in self.pods.sandbox_pods():
+            stored = self.store.find(PODS, namespace, name)
+            if stored is None or not self.pods.needs_sync(stored):
+                continue
+            pod = copy.deepcopy(stored)  # stored versions are shared with watch history: never mutated
+            if (changes := self.pods.sync(pod)) is not None:
+                self._pod_changed(pod, changes)
+        horizon = self.clock.iso(self.clock.now() - events.EVENT_TTL)
+        for ev in self.store.list(EVENTS, "", lambda e: (e.get("lastTimestamp") or "9") < horizon):
+            self.store.delete(EVENTS, ev["metadata"]["namespace"], ev["metadata"]["name"])
+
+    def restart_container(self, namespace: str, name: str, container: str) -> Obj:
+        pod = copy.deepcopy(self.store.get(PODS, namespace, name))
+        try:
+            changes = self.pods.restart(pod, container)
+        except KeyError as exc:
+            raise ApiError.bad_request(f"container {container} is not a running app container of pod {name}") from exc
+        return self._pod_changed(pod, changes)
+
+    def _pod_changed(self, pod: Obj, changes: list[Event]) -> Obj:
+        updated = self.store.replace(PODS, pod)
+        for type_, reason, message in changes:
+            self.record_event(updated, type_, reason, message, "kubelet")
+        self.refresh_owners(updated)
+        return updated
 
     def delete_object(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         obj = self.store.delete(rt, namespace, name)
@@ -108,6 +179,8 @@ class Cluster:
             node = obj["spec"].get("nodeName", "")
             self._node_pods[node] = max(0, self._node_pods.get(node, 0) - 1)
             self.pods.stop(obj)
+            for c in obj["spec"]["containers"]:
+                self.record_event(obj, "Normal", "Killing", f"Stopping container {c['name']}", "kubelet")
         elif rt is CRDS:  # its objects go with it
             custom = self.resources.get(crds.served(obj))
             if custom is not None and custom.key not in BY_KEY:

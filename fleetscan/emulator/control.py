@@ -11,6 +11,7 @@ from aiohttp import web
 from .api import CLUSTER_KEY, json_response
 from .cluster import PODS
 from .errors import ApiError
+from .pods import parse_quantity
 
 
 async def _json(request: web.Request) -> Any:
@@ -63,6 +64,14 @@ async def delete_pod(request: web.Request) -> web.Response:
     return json_response(obj)
 
 
+async def restart_container(request: web.Request) -> web.Response:
+    """The container is killed (execs in flight with it) and started afresh, as after a crash."""
+    cluster = request.app[CLUSTER_KEY]
+    body = await _json(request)
+    pod = cluster.restart_container(body.get("namespace", ""), body.get("name", ""), body.get("container", ""))
+    return json_response(pod)
+
+
 async def add_user(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     body = await _json(request)
@@ -75,9 +84,23 @@ async def add_user(request: web.Request) -> web.Response:
 async def settings(request: web.Request) -> web.Response:
     cluster = request.app[CLUSTER_KEY]
     body = await _json(request)
-    if "exec_requires_create" in body:
-        cluster.exec_requires_create = bool(body["exec_requires_create"])
-    return json_response({"exec_requires_create": cluster.exec_requires_create})
+    try:
+        if "exec_requires_create" in body:
+            cluster.exec_requires_create = bool(body["exec_requires_create"])
+        if "default_memory_limit" in body:
+            cluster.pods.default_memory_limit = parse_quantity(body["default_memory_limit"])
+        if "bookmark_interval" in body:
+            cluster.bookmark_interval = max(0.05, float(body["bookmark_interval"]))
+    except (TypeError, ValueError) as exc:
+        raise ApiError.bad_request(f"invalid settings: {exc}") from exc
+    return json_response(
+        {
+            "exec_requires_create": cluster.exec_requires_create,
+            "default_memory_limit": cluster.pods.default_memory_limit,
+            "bookmark_interval": cluster.bookmark_interval,
+            "memory_limits": cluster.pods.runtime.cgroups.memory_mode,
+        }
+    )
 
 
 async def load_scenario(request: web.Request) -> web.Response:
@@ -100,6 +123,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("PUT", "/_emu/faults", faults)
     app.router.add_route("DELETE", "/_emu/faults", faults)
     app.router.add_post("/_emu/pods/delete", delete_pod)
+    app.router.add_post("/_emu/pods/restart", restart_container)
     app.router.add_post("/_emu/users", add_user)
     app.router.add_post("/_emu/settings", settings)
     app.router.add_post("/_emu/scenario", load_scenario)

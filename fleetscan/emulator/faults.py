@@ -31,6 +31,7 @@ class Faults:
     latency: list[Latency] = field(default_factory=list)
     errors: list[InjectedError] = field(default_factory=list)
     exec_stalls: list[Latency] = field(default_factory=list)  # upgraded, then silent for `seconds`
+    node_latency: list[Latency] = field(default_factory=list)  # `path` matches node names: a slow kubelet
     exec_drop_after_bytes: int | None = None
     exec_drop_count: int = -1  # how many exec streams to cut; -1 = every one
     _fired: dict[int, int] = field(default_factory=dict)
@@ -39,12 +40,13 @@ class Faults:
 
     def configure(self, spec: dict[str, Any]) -> None:
         """Replace the fault set: {"latency": [...], "errors": [...], "exec_stall": [...],
-        "exec_drop_after_bytes": N}."""
+        "node_latency": [{"node": regex, "seconds": s}], "exec_drop_after_bytes": N}."""
         latency = [
             Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
             for x in spec.get("latency") or []
         ]
         stalls = [Latency(re.compile(x.get("path", ".*")), float(x["seconds"])) for x in spec.get("exec_stall") or []]
+        nodes = [Latency(re.compile(f"^(?:{x['node']})$"), float(x["seconds"])) for x in spec.get("node_latency") or []]
         errors = []
         for x in spec.get("errors") or []:
             code = int(x["code"])
@@ -61,7 +63,7 @@ class Faults:
                 )
             )
         with self._lock:
-            self.latency, self.errors, self.exec_stalls = latency, errors, stalls
+            self.latency, self.errors, self.exec_stalls, self.node_latency = latency, errors, stalls, nodes
             self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
             self.exec_drop_count = int(spec.get("exec_drop_count", -1))
             self._fired.clear()
@@ -73,6 +75,10 @@ class Faults:
 
     def delay_for(self, method: str, path: str) -> float:
         return sum(x.seconds for x in self.latency if (not x.method or x.method == method) and x.path.search(path))
+
+    def node_delay(self, node: str) -> float:
+        """Seconds a request that reaches `node`'s kubelet (exec, log) waits there."""
+        return sum(x.seconds for x in self.node_latency if x.path.match(node))
 
     def stall_for(self, path: str) -> float:
         """Seconds an exec stream on `path` stays silent after its upgrade (a hung command)."""

@@ -53,18 +53,21 @@ class EmulatorClient:
         exec_drop_after_bytes: int | None = None,
         exec_drop_count: int = -1,
         exec_stall: list[dict[str, Any]] | None = None,
+        node_latency: list[dict[str, Any]] | None = None,
         seed: int | None = None,
     ) -> None:
         """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex,
         "code": 403|429|500|503, "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes:
         cut exec streams after N bytes (the next `exec_drop_count` of them; -1 = all); exec_stall:
-        [{"path": regex, "seconds": s}] keeps matching exec streams open and silent for s seconds."""
+        [{"path": regex, "seconds": s}] keeps matching exec streams open and silent for s seconds;
+        node_latency: [{"node": regex, "seconds": s}] delays every exec into pods on matching nodes."""
         spec: dict[str, Any] = {
             "latency": latency or [],
             "errors": errors or [],
             "exec_drop_after_bytes": exec_drop_after_bytes,
             "exec_drop_count": exec_drop_count,
             "exec_stall": exec_stall or [],
+            "node_latency": node_latency or [],
         }
         if seed is not None:
             spec["seed"] = seed
@@ -76,12 +79,34 @@ class EmulatorClient:
     def delete_pod(self, namespace: str, name: str) -> None:
         self._call("POST", "/_emu/pods/delete", {"namespace": namespace, "name": name})
 
+    def restart_container(self, namespace: str, name: str, container: str) -> dict[str, Any]:
+        """Kill the container's processes (execs in flight too) and start it afresh; the new pod."""
+        return dict(
+            self._call("POST", "/_emu/pods/restart", {"namespace": namespace, "name": name, "container": container})
+        )
+
     def add_user(self, name: str, groups: list[str] | None = None) -> str:
         """A bearer token for a static identity (bind RBAC to the User `name` or its groups)."""
         return str(self._call("POST", "/_emu/users", {"name": name, "groups": groups or []})["token"])
 
-    def settings(self, *, exec_requires_create: bool | None = None) -> dict[str, Any]:
-        body = {} if exec_requires_create is None else {"exec_requires_create": exec_requires_create}
+    def settings(
+        self,
+        *,
+        exec_requires_create: bool | None = None,
+        default_memory_limit: str | None = None,
+        bookmark_interval: float | None = None,
+    ) -> dict[str, Any]:
+        """Pre-1.35 exec authorization; the memory limit of containers created from now on whose spec
+        sets none (a quantity, "0" for none); seconds between watch bookmarks."""
+        body = {
+            k: v
+            for k, v in {
+                "exec_requires_create": exec_requires_create,
+                "default_memory_limit": default_memory_limit,
+                "bookmark_interval": bookmark_interval,
+            }.items()
+            if v is not None
+        }
         return dict(self._call("POST", "/_emu/settings", body))
 
     def load_scenario(self, text: str) -> dict[str, int]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import re
+import time
 from typing import Any
 
 from .clock import Clock
 from .images import DEFAULT_PATH, ImageStore
+from .nodes import node_ip
 from .runtime import Container, Credentials, Runtime, RuntimeError_, Sandbox
 from .validation import dns_label_problem
 
@@ -15,7 +19,26 @@ log = logging.getLogger(__name__)
 
 # The nodes a pod without spec.nodeName is scheduled to (the least loaded), unless a scenario names others.
 DEFAULT_NODES = tuple(f"emulator-node-{i}" for i in range(4))
+# The memory limit of a container whose spec sets none (a LimitRange's default, in effect), so that
+# no container can take this machine's memory; `settings(default_memory_limit=...)` changes it.
+DEFAULT_MEMORY_LIMIT = 512 * 2**20
+# The kubelet's restart back-off: 10 s, doubling, at most 5 minutes.
+BACKOFF_START, BACKOFF_MAX = 10.0, 300.0
 Obj = dict[str, Any]
+Event = tuple[str, str, str]  # type (Normal, Warning), reason, message
+_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([0-9]+)|([kMGTPE]i?|Ki)?)$")
+
+
+def parse_quantity(text: str | int | float) -> int:
+    """A resource quantity ("512Mi", "1G", "1e9", "128974848") in whole units, rounded up."""
+    match = _QUANTITY.match(str(text).strip())
+    if match is None:
+        raise ValueError(f"quantities must match the regular expression '{_QUANTITY.pattern}'")
+    number, exponent, suffix = match.groups()
+    scale = 10 ** int(exponent) if exponent else _SUFFIXES[suffix or ""]
+    return math.ceil(float(number) * scale)
 
 
 def apply_defaults(pod: Obj) -> None:
@@ -56,6 +79,14 @@ def validate(pod: Obj) -> list[tuple[str, str]]:
             seen.add(name)
             if not ctr.get("image"):
                 causes.append((f"spec.{field}[{i}].image", "Required value"))
+            for kind in ("limits", "requests"):
+                memory = ((ctr.get("resources") or {}).get(kind) or {}).get("memory")
+                if memory is None:
+                    continue
+                try:
+                    parse_quantity(memory)
+                except ValueError as exc:
+                    causes.append((f"spec.{field}[{i}].resources.{kind}[memory]", f'Invalid value: "{memory}": {exc}'))
     return causes
 
 
@@ -74,6 +105,7 @@ class PodRunner:
         self.runtime = runtime
         self.images = images
         self.clock = clock
+        self.default_memory_limit = DEFAULT_MEMORY_LIMIT
         self.sandboxes: dict[str, Sandbox] = {}
         # Why a container is not running, per pod uid and container name (reason, message).
         self._problems: dict[str, dict[str, tuple[str, str]]] = {}
@@ -95,13 +127,17 @@ class PodRunner:
         env.setdefault("HOME", "/root")
         creds = Credentials.from_security_context(pod["spec"].get("securityContext"), spec.get("securityContext"))
         container_id = _container_id(pod["metadata"]["uid"], spec["name"]).split("://", 1)[1]
-        return Container(spec["name"], image, creds, env, spec.get("workingDir") or "/", container_id=container_id), ""
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        ctr = Container(spec["name"], image, creds, env, spec.get("workingDir") or "/", container_id=container_id)
+        ctr.memory_limit = parse_quantity(limit) if limit is not None else self.default_memory_limit
+        return ctr, ""
 
     def start(self, pod: Obj) -> None:
         """Start every container of a new pod (as the kubelet does), then write its status."""
         spec = pod["spec"]
         sandbox = self.runtime.new_sandbox(bool(spec.get("shareProcessNamespace")))
         self.sandboxes[pod["metadata"]["uid"]] = sandbox
+        sandbox.pod_key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         problems: dict[str, tuple[str, str]] = {}
         launched: list[Container] = []
         for cspec in spec["containers"]:
@@ -149,6 +185,82 @@ class PodRunner:
         for uid in list(self.sandboxes):
             self.runtime.destroy(self.sandboxes.pop(uid))
 
+    # -- restarts ---------------------------------------------------------------------------------
+    def restart(self, pod: Obj, name: str) -> list[Event]:
+        """Kill an app container and start it afresh at once (the control API's fault): its
+        processes and execs in flight end, its writable layer is new, restartCount grows."""
+        sandbox = self.sandboxes.get(pod["metadata"]["uid"])
+        ctr = sandbox.containers.get(name) if sandbox else None
+        cspec = _app_spec(pod, name)
+        if sandbox is None or ctr is None or cspec is None:
+            raise KeyError(name)
+        if ctr.terminated is None:
+            ctr.terminated = self._termination(ctr, 137, "Error")
+        self._relaunch(sandbox, ctr, cspec)
+        self._write_status(pod, self._problems.get(pod["metadata"]["uid"], {}))
+        return [("Normal", "Killing", f"Stopping container {name}"), ("Normal", "Started", f"Started container {name}")]
+
+    def needs_sync(self, pod: Obj) -> bool:
+        """Whether a container of the pod exited unnoticed, or waits for its restart."""
+        sandbox = self.sandboxes.get(pod["metadata"]["uid"])
+        return sandbox is not None and any(
+            not c.alive and (c.terminated is None or _app_spec(pod, name) is not None)
+            for name, c in sandbox.containers.items()
+        )
+
+    def sync(self, pod: Obj) -> list[Event] | None:
+        """The kubelet's loop for one pod: notice containers that exited (OOM-killed or not),
+        restart them by the pod's restartPolicy with back-off; the events, or None if nothing changed."""
+        sandbox = self.sandboxes.get(pod["metadata"]["uid"])
+        if sandbox is None:
+            return None
+        events: list[Event] = []
+        changed = False
+        policy = pod["spec"].get("restartPolicy", "Always")
+        for name, ctr in sandbox.containers.items():
+            if ctr.alive:
+                continue
+            cspec = _app_spec(pod, name)  # None: an ephemeral container, never restarted
+            if ctr.terminated is None:
+                helper = ctr.helper
+                code = helper.returncode if helper is not None and helper.returncode is not None else 137
+                ooms = ctr.cgroup.oom_kills() if ctr.cgroup is not None else 0
+                reason = "OOMKilled" if ooms > ctr.oom_kills else ("Completed" if code == 0 else "Error")
+                ctr.oom_kills, changed = ooms, True
+                ctr.terminated = self._termination(ctr, code, reason)
+                delay = 0.0 if ctr.restarts == 0 else min(BACKOFF_MAX, BACKOFF_START * 2 ** (ctr.restarts - 1))
+                ctr.backoff_until = time.monotonic() + delay
+                if reason == "OOMKilled":
+                    events.append(("Warning", "OOMKilled", f"Container {name} exceeded its memory limit"))
+                if delay and cspec is not None:
+                    events.append(("Warning", "BackOff", f"Back-off restarting failed container {name}"))
+            restartable = policy == "Always" or (policy == "OnFailure" and ctr.terminated["exitCode"] != 0)
+            if cspec is not None and restartable and time.monotonic() >= ctr.backoff_until:
+                self._relaunch(sandbox, ctr, cspec)
+                events.append(("Normal", "Started", f"Started container {name}"))
+                changed = True
+        if not changed:
+            return None
+        self._write_status(pod, self._problems.get(pod["metadata"]["uid"], {}))
+        return events
+
+    def _relaunch(self, sandbox: Sandbox, ctr: Container, cspec: Obj) -> None:
+        ctr.last_state, ctr.terminated = ctr.terminated, None
+        try:
+            self.runtime.restart(sandbox, ctr, cspec.get("command"))
+        except RuntimeError_ as exc:
+            log.warning("restarting %s failed: %s", ctr.name, exc)
+        ctr.started_at = self.clock.now()
+
+    def _termination(self, ctr: Container, code: int, reason: str) -> Obj:
+        return {
+            "exitCode": code,
+            "reason": reason,
+            "startedAt": self.clock.iso(ctr.started_at),
+            "finishedAt": self.clock.iso(),
+            "containerID": f"containerd://{ctr.container_id}",
+        }
+
     def _status_of(self, pod: Obj, cspec: Obj, problems: dict[str, tuple[str, str]]) -> Obj:
         name = cspec["name"]
         ctr = self.container(pod, name)
@@ -168,8 +280,20 @@ class PodRunner:
                     "started": True,
                     "imageID": _image_id(cspec["image"]),
                     "containerID": _container_id(pod["metadata"]["uid"], name),
+                    "restartCount": ctr.restarts,
                 }
             )
+            if ctr.last_state is not None:
+                status["lastState"] = {"terminated": ctr.last_state}
+            if ctr.terminated is not None:
+                status.update(ready=False, started=False)
+                if _app_spec(pod, name) is None or pod["spec"].get("restartPolicy") == "Never":
+                    status["state"] = {"terminated": ctr.terminated}
+                else:
+                    pod_ref = f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})"
+                    message = f"back-off restarting failed container={name} pod={pod_ref}"
+                    status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+                    status["lastState"] = {"terminated": ctr.terminated}
         else:
             reason, message = problems.get(name, ("ContainerCreating", ""))
             status["state"] = {"waiting": {"reason": reason, "message": message}}
@@ -182,6 +306,10 @@ class PodRunner:
         for st in ephemeral:
             st["ready"] = False  # ephemeral containers are never "ready"
         running = all("running" in s["state"] for s in statuses)
+        exits = [s["state"]["terminated"]["exitCode"] for s in statuses if "terminated" in s["state"]]
+        phase = "Running" if running or any(s["restartCount"] or s.get("lastState") for s in statuses) else "Pending"
+        if statuses and len(exits) == len(statuses):  # every container done, none to restart
+            phase = "Succeeded" if not any(exits) else "Failed"
         now = self.clock.iso()
         started = pod.get("status", {}).get("startTime", now)
         conditions = [
@@ -194,21 +322,43 @@ class PodRunner:
             for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
         ]
         pod["status"] = {
-            "phase": "Running" if running else "Pending",
+            "phase": phase,
             "conditions": conditions,
-            "hostIP": "10.0.0.1",
-            "hostIPs": [{"ip": "10.0.0.1"}],
+            "hostIP": node_ip(spec.get("nodeName", "")),
+            "hostIPs": [{"ip": node_ip(spec.get("nodeName", ""))}],
             "podIP": pod.get("status", {}).get("podIP") or self._pod_ip(pod),
             "startTime": started,
             "containerStatuses": statuses,
-            "qosClass": "BestEffort",
+            "qosClass": _qos_class(spec["containers"]),
         }
         pod["status"]["podIPs"] = [{"ip": pod["status"]["podIP"]}]
         if ephemeral:
             pod["status"]["ephemeralContainerStatuses"] = ephemeral
         self._problems[pod["metadata"]["uid"]] = problems
 
+    def sandbox_pods(self) -> list[tuple[str, str]]:
+        """(namespace, name) of every pod that has a sandbox here."""
+        return [s.pod_key for s in self.sandboxes.values()]
+
     @staticmethod
     def _pod_ip(pod: Obj) -> str:
         n = int(hashlib.sha256(pod["metadata"]["uid"].encode()).hexdigest()[:6], 16)
         return f"10.244.{(n >> 8) % 256}.{n % 254 + 1}"
+
+
+def _app_spec(pod: Obj, name: str) -> Obj | None:
+    return next((c for c in pod["spec"]["containers"] if c["name"] == name), None)
+
+
+def _qos_class(containers: list[Obj]) -> str:
+    """Guaranteed when every container's requests equal its cpu and memory limits, Burstable when any
+    sets one, BestEffort otherwise."""
+    resources = [c.get("resources") or {} for c in containers]
+    if not any(r.get("limits") or r.get("requests") for r in resources):
+        return "BestEffort"
+    for r in resources:
+        limits = r.get("limits") or {}
+        requests = r.get("requests") or limits
+        if not all(k in limits and requests.get(k) == limits[k] for k in ("cpu", "memory")):
+            return "Burstable"
+    return "Guaranteed"

@@ -95,6 +95,20 @@ RESOURCES: tuple[ResourceType, ...] = (
         (Subresource("token", "TokenRequest", ("create",), "authentication.k8s.io", "v1"),),
     ),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+    ResourceType(
+        "",
+        "v1",
+        "nodes",
+        "Node",
+        False,
+        "node",
+        ("no",),
+        CRUD,
+        (Subresource("status", "Node", ("get", "patch", "update")),),
+    ),
+    ResourceType("", "v1", "events", "Event", True, "event", ("ev",)),
+    # The same objects as core/v1 events, seen through the events.k8s.io/v1 schema (api.py converts).
+    ResourceType("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",)),
     ResourceType("", "v1", "secrets", "Secret", True, "secret"),
     ResourceType(
         "apps", "v1", "deployments", "Deployment", True, "deployment", ("deploy",), CRUD, _APPS_SUBS, ("all",)

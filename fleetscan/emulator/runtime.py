@@ -158,7 +158,13 @@ class Container:
     directory: Path | None = None
     started_at: float = 0.0
     container_id: str = ""  # as the pod status names it (without "containerd://")
-    cgroup: Path | None = None  # its processes' cgroup, named by the container id
+    memory_limit: int = 0  # bytes; 0: none
+    cgroup: ContainerCgroup | None = None  # its processes' cgroups, named by the container id
+    restarts: int = 0
+    terminated: dict[str, Any] | None = None  # how its last process ended, until it is restarted
+    last_state: dict[str, Any] | None = None  # the termination before the current run
+    backoff_until: float = 0.0  # monotonic time of the next restart
+    oom_kills: int = 0  # OOM kills already accounted for
 
     @property
     def alive(self) -> bool:
@@ -173,6 +179,7 @@ class Sandbox:
     share_pid: bool
     pause: Container | None = None
     containers: dict[str, Container] = field(default_factory=dict)
+    pod_key: tuple[str, str] = ("", "")  # the pod's namespace and name
 
 
 class UserNamespace:
@@ -220,65 +227,164 @@ class UserNamespace:
             self.process.wait(timeout=10)
 
 
+class ContainerCgroup:
+    """One container's cgroups, a folder per hierarchy named by its container id (as a node's runtime
+    does: /proc/<pid>/cgroup then names the container a process belongs to), one of them limiting
+    its memory. Every exec joins them, so a limit covers the container's processes together."""
+
+    def __init__(self, folders: list[Path], memory: Path | None, rlimit: int = 0) -> None:
+        self.folders = folders
+        self.memory = memory  # the folder whose memory files hold the limit; None: rlimit only
+        self.rlimit = rlimit  # bytes of address space per process, where no memory cgroup exists
+
+    def helper_args(self) -> list[str]:
+        args = [a for f in self.folders for a in ("-g", str(f / "cgroup.procs"))]
+        return args + (["-m", str(self.rlimit)] if self.rlimit else [])
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel OOM-killed in this container (cgroup v2 memory.events, v1
+        memory.oom_control)."""
+        if self.memory is None:
+            return 0
+        for name in ("memory.events", "memory.oom_control"):
+            with contextlib.suppress(OSError):
+                for line in (self.memory / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        return 0
+
+    def kill(self) -> None:
+        """SIGKILL every process of the container, execs and their children included, as a runtime
+        stopping a container does (cgroup.kill where the kernel has it, else pid by pid)."""
+        for folder in self.folders:
+            with contextlib.suppress(OSError):
+                (folder / "cgroup.kill").write_text("1")
+        for _ in range(50):
+            pids: set[int] = set()
+            for folder in self.folders:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        for folder in self.folders:
+            _rmdir_when_empty(folder)
+
+
 class Cgroups:
-    """A cgroup per container in the cgroup v2 hierarchy, named by its container id, as a node's
-    runtime does: /proc/<pid>/cgroup then names the container a process belongs to. Where no
-    writable cgroup v2 hierarchy exists (rootless, or a host without one), containers run without,
-    and /proc/<pid>/cgroup shows the emulator's own cgroup."""
+    """Per-container cgroups and the way memory limits are enforced on this host: `cgroup2` (a
+    writable cgroup v2 hierarchy with the memory controller), `cgroup1` (the v1 memory hierarchy),
+    or `rlimit`, the fallback where no memory cgroup can be made (rootless, or no writable
+    hierarchy): each process's address space is capped, so an allocation beyond the limit fails
+    instead of the kernel OOM-killing the process."""
 
-    def __init__(self, tag: str) -> None:
-        self.root: Path | None = None
-        mount = _cgroup2_mount()
-        if mount is None or os.geteuid() != 0:
+    def __init__(self, tag: str, enabled: bool = True) -> None:
+        self.roots: list[Path] = []  # our folder in each hierarchy, the v2 one first
+        self.memory_root: Path | None = None
+        self.memory_mode = "rlimit"
+        if not enabled or os.geteuid() != 0:
             return
-        try:
-            root = mount / f"fleetscan-emu-{tag}"
-            root.mkdir(exist_ok=True)
-            self.root = root
-        except OSError as exc:
-            log.info("no per-container cgroups (%s)", exc)
+        name = f"fleetscan-emu-{tag}"
+        v2, v1_memory = _cgroup_mounts()
+        if v2 is not None and (root := _make_dir(v2 / name)) is not None:
+            self.roots.append(root)
+            if _enable_memory(v2, root):
+                self.memory_root, self.memory_mode = root, "cgroup2"
+        if self.memory_root is None and v1_memory is not None and (root := _make_dir(v1_memory / name)) is not None:
+            self.roots.append(root)
+            self.memory_root, self.memory_mode = root, "cgroup1"
+        log.info("container memory limits enforced by %s", self.memory_mode)
 
-    def make(self, container_id: str) -> Path | None:
-        if self.root is None or not container_id:
-            return None
-        folder = self.root / container_id
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError:
-            return None
-        return folder
-
-    @staticmethod
-    def remove(folder: Path | None) -> None:
-        if folder is None:
-            return
-        for _ in range(50):  # a cgroup can be removed once its last process is reaped
-            try:
-                folder.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.02)
+    def make(self, container_id: str, memory_limit: int) -> ContainerCgroup:
+        folders, memory = [], None
+        for root in self.roots if container_id else []:
+            folder = _make_dir(root / container_id)
+            if folder is None:
+                continue
+            folders.append(folder)
+            if root == self.memory_root and memory_limit and _set_limit(folder, memory_limit):
+                memory = folder
+        return ContainerCgroup(folders, memory, 0 if memory is not None or not memory_limit else memory_limit)
 
     def close(self) -> None:
-        if self.root is not None:
-            for child in self.root.iterdir():
+        for root in self.roots:
+            for child in root.iterdir():
                 if child.is_dir():
-                    self.remove(child)
-            self.remove(self.root)
+                    _rmdir_when_empty(child)
+            _rmdir_when_empty(root)
 
 
-def _cgroup2_mount() -> Path | None:
+def _make_dir(folder: Path) -> Path | None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        log.info("no cgroup %s (%s)", folder, exc)
+        return None
+    return folder
+
+
+def _enable_memory(mount: Path, root: Path) -> bool:
+    """Delegate the v2 memory controller down to `root`'s children (False where it is not offered)."""
+    try:
+        if "memory" not in (mount / "cgroup.controllers").read_text().split():
+            return False
+        for parent in (mount, root):
+            if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+                (parent / "cgroup.subtree_control").write_text("+memory")
+    except OSError as exc:
+        log.info("cgroup v2 memory controller unavailable (%s)", exc)
+        return False
+    return True
+
+
+def _set_limit(folder: Path, limit: int) -> bool:
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        if (folder / name).exists():
+            try:
+                (folder / name).write_text(str(limit))
+                # v1 counts swap separately; with memsw the limit covers swap too, as v2's does.
+                with contextlib.suppress(OSError):
+                    (folder / "memory.memsw.limit_in_bytes").write_text(str(limit))
+                with contextlib.suppress(OSError):
+                    (folder / "memory.swap.max").write_text("0")
+                return True
+            except OSError as exc:
+                log.info("could not set the memory limit of %s (%s)", folder, exc)
+    return False
+
+
+def _rmdir_when_empty(folder: Path) -> None:
+    for _ in range(50):  # a cgroup can be removed once its last process is reaped
+        try:
+            folder.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def _cgroup_mounts() -> tuple[Path | None, Path | None]:
+    """The cgroup v2 mount and the cgroup v1 memory hierarchy's mount, where they exist."""
+    v2 = v1_memory = None
     try:
         with open("/proc/self/mountinfo") as fh:
             for line in fh:
                 left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    return Path(left.split()[4])
+                fstype, _, options = [*right.split(" "), "", ""][:3]
+                if fstype == "cgroup2" and v2 is None:
+                    v2 = Path(left.split()[4])
+                elif fstype == "cgroup" and "memory" in options.strip().split(","):
+                    v1_memory = Path(left.split()[4])
     except OSError:
         pass
-    return None
+    return v2, v1_memory
 
 
 class Runtime:
@@ -288,9 +394,8 @@ class Runtime:
         self._ids = itertools.count(1)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._join = ["-N", str(userns.pid)] if userns is not None else []
-        self.cgroups = Cgroups(f"{os.getpid()}-{id(self):x}") if userns is None else Cgroups("")
-        if userns is not None:
-            self.cgroups.root = None  # rootless: not ours to write
+        # Rootless, the host's cgroups are not ours to write: memory limits fall back to rlimits.
+        self.cgroups = Cgroups(f"{os.getpid()}-{id(self):x}", enabled=userns is None)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def new_sandbox(self, share_pid: bool) -> Sandbox:
@@ -334,9 +439,8 @@ class Runtime:
         elif new_pid_ns or not sandbox.share_pid:
             args += ["-P"]
         args += ctr.creds.helper_args()
-        ctr.cgroup = self.cgroups.make(ctr.container_id)
-        if ctr.cgroup is not None:
-            args += ["-g", str(ctr.cgroup / "cgroup.procs")]
+        ctr.cgroup = self.cgroups.make(ctr.container_id, ctr.memory_limit)
+        args += ctr.cgroup.helper_args()
         entry = command or list(ctr.image.entrypoint or ())
         if entry:
             args += ["--", *entry]
@@ -372,11 +476,14 @@ class Runtime:
             return ""
 
     def stop(self, containers: list[Container]) -> None:
-        # SIGTERM makes each helper SIGKILL its container's main process and reap it.
+        # SIGTERM makes each helper SIGKILL its container's main process and reap it; the cgroup
+        # kill then ends what the main process leaves behind (execs in flight, their children).
         for ctr in containers:
             if ctr.helper is not None and ctr.helper.poll() is None:
                 ctr.helper.terminate()
         for ctr in containers:
+            if ctr.cgroup is not None:
+                ctr.cgroup.kill()
             if ctr.helper is None:
                 continue
             try:
@@ -385,11 +492,27 @@ class Runtime:
                 ctr.helper.kill()
                 ctr.helper.wait()
 
+    def restart(self, sandbox: Sandbox, ctr: Container, command: list[str] | None = None) -> None:
+        """Replace the container's processes with a fresh start from its image, as the kubelet
+        restarts a container: a new writable layer, execs in flight cut, one more restart."""
+        self.stop([ctr])
+        self._discard(ctr)
+        ctr.restarts += 1
+        self.launch(sandbox, ctr, command=command)
+        self.wait_ready(ctr)
+
+    def _discard(self, ctr: Container) -> None:
+        if ctr.cgroup is not None:
+            ctr.cgroup.remove()
+        if ctr.directory is not None:
+            shutil.rmtree(ctr.directory, ignore_errors=True)
+
     def destroy(self, sandbox: Sandbox) -> None:
         members = list(sandbox.containers.values()) + ([sandbox.pause] if sandbox.pause else [])
         self.stop(members)
         for ctr in members:
-            self.cgroups.remove(ctr.cgroup)
+            if ctr.cgroup is not None:
+                ctr.cgroup.remove()
         shutil.rmtree(sandbox.directory, ignore_errors=True)
 
     # -- exec -----------------------------------------------------------------------------------
@@ -403,7 +526,7 @@ class Runtime:
             "-t",
             str(ctr.pid),
             *ctr.creds.helper_args(),
-            *(["-g", str(ctr.cgroup / "cgroup.procs")] if ctr.cgroup is not None else []),
+            *(ctr.cgroup.helper_args() if ctr.cgroup is not None else []),
             "-d",
             ctr.workdir or "/",
             "-s",

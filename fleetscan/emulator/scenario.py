@@ -141,8 +141,13 @@ class ScaleModel(_Strict):
     labels: dict[str, str] = {}
 
 
+class NodeModel(_Strict):
+    name: str
+    exec_latency: float = Field(default=0.0, ge=0)  # seconds the node's kubelet adds to each exec
+
+
 class Scenario(_Strict):
-    nodes: list[str] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
+    nodes: list[str | NodeModel] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
     images: dict[str, ImageModel] = {}
     namespaces: list[NamespaceModel] = []
     scale: ScaleModel | None = None
@@ -271,7 +276,12 @@ def _scale_namespaces(scale: ScaleModel) -> list[NamespaceModel]:
 def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
     """Create the scenario's images, namespaces, workloads and pods (pods start at once, as on a node)."""
     if scenario.nodes:
-        cluster.nodes = tuple(scenario.nodes)
+        named = [n if isinstance(n, NodeModel) else NodeModel(name=n) for n in scenario.nodes]
+        cluster.set_nodes(tuple(n.name for n in named))
+        cluster.node_latency.update({n.name: n.exec_latency for n in named if n.exec_latency})
+    elif scenario.scale is not None:
+        count = -(-scenario.scale.namespaces * scenario.scale.pods_per_namespace // scenario.scale.pods_per_node)
+        cluster.set_nodes(tuple(f"{scenario.scale.prefix}-node-{i}" for i in range(count)))
     for ref, image in scenario.images.items():
         try:
             cluster.images.add(ref, image.to_spec())

@@ -72,12 +72,23 @@ def parse_label_selector(text: str) -> list[Requirement]:
     return reqs
 
 
+def _involved(field: str) -> Callable[[dict[str, Any]], str]:
+    return lambda o: str((o.get("involvedObject") or {}).get(field, ""))
+
+
 FIELD_GETTERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "metadata.name": lambda o: str(o.get("metadata", {}).get("name", "")),
     "metadata.namespace": lambda o: str(o.get("metadata", {}).get("namespace", "")),
     "status.phase": lambda o: str(o.get("status", {}).get("phase", "")),
     "spec.nodeName": lambda o: str(o.get("spec", {}).get("nodeName", "")),
     "spec.serviceAccountName": lambda o: str(o.get("spec", {}).get("serviceAccountName", "")),
+    "spec.unschedulable": lambda o: str(bool(o.get("spec", {}).get("unschedulable", False))).lower(),
+    # Events (`kubectl describe` and `kubectl events --for` select by the object involved).
+    **{f"involvedObject.{f}": _involved(f) for f in ("kind", "namespace", "name", "uid", "apiVersion", "fieldPath")},
+    "reason": lambda o: str(o.get("reason", "")),
+    "type": lambda o: str(o.get("type", "")),
+    "source": lambda o: str((o.get("source") or {}).get("component", "")),
+    "reportingComponent": lambda o: str(o.get("reportingComponent", "")),
 }
 
 

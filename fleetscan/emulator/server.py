@@ -27,6 +27,7 @@ from .scenario import Scenario, apply_scenario
 
 log = logging.getLogger(__name__)
 WORKDIR_PREFIX = "fleetscan-emu-"
+KUBELET_PERIOD = 1.0
 
 
 def kubeconfig(server: str, ca_pem: bytes, token: str, name: str = "fleetscan-emulator") -> dict[str, Any]:
@@ -151,8 +152,10 @@ class Emulator:
             server = getattr(site, "_server", None)
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self._port
+            kubelet = asyncio.ensure_future(self._kubelet(self.cluster))
             self._ready.set()
             await self._stopped.wait()
+            kubelet.cancel()
         finally:
             if self.cluster is not None:
                 self.cluster.store.close_watches()
@@ -161,6 +164,16 @@ class Emulator:
             if self.cluster is not None:
                 self.cluster.shutdown()
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @staticmethod
+    async def _kubelet(cluster: Cluster) -> None:
+        """The nodes' kubelets: every second, exited containers are noticed and restarted."""
+        while True:
+            await asyncio.sleep(KUBELET_PERIOD)
+            try:
+                cluster.sync_pods()
+            except Exception:  # one bad pass must not end the loop
+                log.exception("the emulator's kubelet loop failed")
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()

@@ -75,6 +75,52 @@ def _cells(kind: str, obj: Obj, clock: Clock) -> tuple[list[Obj], list[Any]]:
                 created,
             ],
         )
+    if kind == "Node":
+        condition: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
+        roles = sorted(k.split("/", 1)[1] for k in meta.get("labels") or {} if k.startswith("node-role.kubernetes.io/"))
+        info = status.get("nodeInfo") or {}
+        return (
+            [
+                _col("Name", fmt="name"),
+                _col("Status"),
+                _col("Roles"),
+                _col("Age"),
+                _col("Version"),
+                _col("Internal-IP", priority=1),
+                _col("External-IP", priority=1),
+                _col("OS-Image", priority=1),
+                _col("Kernel-Version", priority=1),
+                _col("Container-Runtime", priority=1),
+            ],
+            [
+                meta["name"],
+                "Ready" if condition.get("status") == "True" else "NotReady",
+                ",".join(roles) or "<none>",
+                created,
+                info.get("kubeletVersion", ""),
+                addresses.get("InternalIP", "<none>"),
+                addresses.get("ExternalIP", "<none>"),
+                info.get("osImage", ""),
+                info.get("kernelVersion", ""),
+                info.get("containerRuntimeVersion", ""),
+            ],
+        )
+    if kind == "Event":
+        involved = obj.get("involvedObject") or obj.get("regarding") or {}
+        return (
+            [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")],
+            [
+                age(
+                    clock,
+                    obj.get("lastTimestamp") or obj.get("deprecatedLastTimestamp") or meta.get("creationTimestamp"),
+                ),
+                obj.get("type", ""),
+                obj.get("reason", ""),
+                f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+                obj.get("message") or obj.get("note") or "",
+            ],
+        )
     if kind == "Namespace":
         return (
             [_col("Name", fmt="name"), _col("Status"), _col("Age")],

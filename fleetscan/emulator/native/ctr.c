@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -127,18 +128,40 @@ static void setup_root(const char *root, const char *lower, const char *upper, c
     if (chdir("/") != 0) die("chdir /");
 }
 
-/* -g FILE: the cgroup.procs file of the container's cgroup, opened while the host's /sys is still
- * visible; the child writes itself into it before it drops its privileges. */
-static int open_cgroup(const char *path) {
-    return path ? open(path, O_WRONLY | O_CLOEXEC) : -1;
+/* -g FILE (up to MAX_CGROUPS times): the cgroup.procs files of the container's cgroups (one per
+ * hierarchy), opened while the host's /sys is still visible; the child writes itself into each
+ * before it drops its privileges. -m BYTES: the fallback memory limit (RLIMIT_AS) for hosts where
+ * no memory cgroup can be made. */
+#define MAX_CGROUPS 4
+struct limits {
+    const char *cgroups[MAX_CGROUPS];
+    int fds[MAX_CGROUPS];
+    int ncgroups;
+    unsigned long long memory;
+};
+
+static int parse_limits(struct limits *l, int opt, const char *arg) {
+    if (opt == 'g' && l->ncgroups < MAX_CGROUPS) { l->cgroups[l->ncgroups++] = arg; return 1; }
+    if (opt == 'm') { l->memory = strtoull(arg, NULL, 10); return 1; }
+    return 0;
 }
 
-static void join_cgroup(int fd) {
-    if (fd < 0) return;
+static void open_cgroups(struct limits *l) {
+    for (int i = 0; i < l->ncgroups; i++) l->fds[i] = open(l->cgroups[i], O_WRONLY | O_CLOEXEC);
+}
+
+static void join_cgroups(const struct limits *l) {
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-    if (write(fd, pid, (size_t)n) != n) { /* a container without its cgroup still runs */ }
-    close(fd);
+    for (int i = 0; i < l->ncgroups; i++) {
+        if (l->fds[i] < 0) continue;
+        if (write(l->fds[i], pid, (size_t)n) != n) { /* a container without its cgroup still runs */ }
+        close(l->fds[i]);
+    }
+    if (l->memory) {
+        struct rlimit rl = {(rlim_t)l->memory, (rlim_t)l->memory};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) die("setrlimit");
+    }
 }
 
 static void parse_creds(struct creds *c, int opt, const char *arg) {
@@ -174,16 +197,18 @@ static int wait_status(pid_t child) {
     return 128 + WTERMSIG(status);
 }
 
-/* start -r ROOT [-l LOWER -u UPPER -w WORK] [-P | -j PID] [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-- argv] */
+/* start -r ROOT [-l LOWER -u UPPER -w WORK] [-P | -j PID] [-N KEEPER] [-U uid] [-G gid] [-c hexcaps]
+ *       [-g CGROUP_PROCS]... [-m BYTES] [-- argv] */
 static int start_main(int argc, char **argv) {
-    const char *root = NULL, *lower = NULL, *upper = NULL, *work = NULL, *cgroup = NULL;
+    const char *root = NULL, *lower = NULL, *upper = NULL, *work = NULL;
+    struct limits lim = {0};
     int new_pidns = 0;
     pid_t join = 0, keeper = 0;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:N:U:G:c:g:")) != -1) {
+    while ((opt = getopt(argc, argv, "+r:l:u:w:Pj:N:U:G:c:g:m:")) != -1) {
+        if (parse_limits(&lim, opt, optarg)) continue;
         switch (opt) {
-        case 'g': cgroup = optarg; break;
         case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'r': root = optarg; break;
         case 'l': lower = optarg; break;
@@ -202,7 +227,7 @@ static int start_main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     if (self < 0) die("open self");
-    int cgroup_fd = open_cgroup(cgroup);
+    open_cgroups(&lim);
     if (keeper) join_keeper(keeper, 1);
     if (join) {
         char nspath[64];
@@ -221,7 +246,7 @@ static int start_main(int argc, char **argv) {
     if (child == 0) {
         close(sync[0]);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        join_cgroup(cgroup_fd);
+        join_cgroups(&lim);
         if (unshare(CLONE_NEWNS) != 0) die("new mount namespace");
         setup_root(root, lower, upper, work);
         apply_creds(&c);
@@ -248,16 +273,18 @@ static int start_main(int argc, char **argv) {
     return wait_status(child);
 }
 
-/* exec -t PID [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-d DIR] [-s FD] -- argv */
+/* exec -t PID [-N KEEPER] [-U uid] [-G gid] [-c hexcaps] [-d DIR] [-s FD] [-g CGROUP_PROCS]... [-m BYTES]
+ *      -- argv */
 static int exec_main(int argc, char **argv) {
     pid_t target = 0, keeper = 0;
-    const char *dir = "/", *cgroup = NULL;
+    const char *dir = "/";
+    struct limits lim = {0};
     int status_fd = -1;
     struct creds c = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "+t:N:U:G:c:d:s:g:")) != -1) {
+    while ((opt = getopt(argc, argv, "+t:N:U:G:c:d:s:g:m:")) != -1) {
+        if (parse_limits(&lim, opt, optarg)) continue;
         switch (opt) {
-        case 'g': cgroup = optarg; break;
         case 't': target = (pid_t)atoi(optarg); break;
         case 'N': keeper = (pid_t)atoi(optarg); break;
         case 'd': dir = optarg; break;
@@ -269,7 +296,7 @@ static int exec_main(int argc, char **argv) {
     signal(SIGTERM, forward_kill);
     signal(SIGINT, forward_kill);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int cgroup_fd = open_cgroup(cgroup);
+    open_cgroups(&lim);
     if (keeper) join_keeper(keeper, 0);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/root", target);
@@ -287,7 +314,7 @@ static int exec_main(int argc, char **argv) {
     forward_pid = child;
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        join_cgroup(cgroup_fd);
+        join_cgroups(&lim);
         if (chdir(dir) != 0 && chdir("/") != 0) die("chdir");
         apply_creds(&c);
         if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC); /* argv must not inherit it */
