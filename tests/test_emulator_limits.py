@@ -202,3 +202,34 @@ def test_stopping_the_emulator_removes_its_cgroups(tmp_path: Path) -> None:
     finally:
         emu.stop()
     assert not any(p.exists() for p in roots + folders)
+
+
+KILL_SCENARIO = """
+faults:
+  exec_kill: [{path: "/pods/doomed/exec$", after: 0.5, action: restart, count: 1}]
+namespaces:
+  - name: web
+    pods:
+      - {name: doomed, containers: [{name: main, image: busybox}]}
+"""
+
+
+def test_a_scenario_declares_a_restart_mid_exec(tmp_path: Path) -> None:
+    with Emulator(parse_scenario(KILL_SCENARIO, "kill.yaml")) as emu:
+        core = client.CoreV1Api(api_client(emu, tmp_path))
+        status, _, _ = run(core, "web", "doomed", ["sleep", "30"])  # cut after half a second
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "137"}]
+        assert core.read_namespaced_pod("doomed", "web").status.container_statuses[0].restart_count == 1
+        k = make_kubectl(emu, tmp_path)
+        assert k("exec", "-n", "web", "doomed", "--", "true").returncode == 0  # the count is spent
+        emu.client().set_faults(exec_kill=[{"path": "/pods/doomed/exec$", "after": 0.5, "action": "delete"}])
+        cut = k("exec", "-n", "web", "doomed", "--", "sleep", "30")
+        assert cut.returncode != 0
+        assert b"NotFound" in k("get", "pod", "doomed", "-n", "web").stderr
+
+
+def test_a_scenario_with_a_bad_fault_is_refused() -> None:
+    from fleetscan.emulator.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"bad.yaml:2: faults: exec_kill action 'explode'"):
+        parse_scenario("namespaces: []\nfaults: {exec_kill: [{action: explode}]}\n", "bad.yaml")

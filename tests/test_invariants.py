@@ -133,3 +133,28 @@ def test_one_record_per_selected_container_whatever_fails(
     assert by_key.get("shop/hidden/c") is None or by_key["shop/hidden/c"].outcome == "skipped"
     if blocked & selected:
         assert code_seen == 2
+
+
+@pytest.mark.parametrize("action", ["restart", "delete"])
+def test_a_container_lost_mid_scan_is_an_error_never_a_verdict(prefect_api: str, tmp_path: Path, action: str) -> None:
+    """The container restarts (or its pod goes) while the fact script runs, on every attempt: its
+    record is an error; the other containers are unaffected and the exit code follows."""
+    run_id = f"inv-kill-{action}"
+    with Emulator(parse_scenario(FLEET, "fleet.yaml")) as private:
+        params = ScanParams(
+            kubeconfig=str(private.write_kubeconfig(tmp_path / "kc")),
+            out=str(tmp_path / "run"),
+            run_id=run_id,
+            debug_image="fleetscan/debug:1.0",
+            retries=1,
+        )
+        private.client().set_faults(exec_kill=[{"path": "/pods/web-1/exec$", "after": 0.05, "action": action}])
+        code_seen = _scan("fleet", params)
+        records = RunDir(tmp_path / "run", run_id).records()
+        audit = private.client().audit(subresource="exec", name="web-1")
+    by_key = {r.key: r for r in records}
+    assert sorted(by_key) == sorted(FLEET_SELECTED)
+    assert audit, "the scan never reached web-1"
+    assert by_key["shop/web-1/web"].outcome == "error", by_key["shop/web-1/web"]
+    assert all(by_key[k].outcome != "error" for k in FLEET_SELECTED - {"shop/web-1/web"})
+    assert code_seen == exit_code(totals(records)) == 2

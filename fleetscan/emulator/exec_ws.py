@@ -111,6 +111,11 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
     if stall:  # fault injection: a command that hangs without a byte (cancelled if the client leaves)
         await asyncio.sleep(stall)
     proc, status_fd = await cluster.pods.runtime.exec(ctr, argv, stdin=want_stdin)
+    kill = cluster.faults.take_exec_kill(request.path)
+    if kill is not None:
+        asyncio.get_running_loop().call_later(
+            kill.after, _kill_action, cluster, kill.action, info.namespace, info.name, name
+        )
     drop_after = cluster.faults.take_exec_drop()
     sent = 0
     dropped = False
@@ -179,3 +184,14 @@ def _container_id(pod: dict[str, Any], name: str) -> str:
         if st.get("name") == name and st.get("containerID"):
             return str(st["containerID"]).split("://")[-1]
     return name
+
+
+def _kill_action(cluster: Cluster, action: str, namespace: str, pod: str, container: str) -> None:
+    """The exec_kill fault: the container restarts, or the pod goes, while the exec runs."""
+    try:
+        if action == "restart":
+            cluster.restart_container(namespace, pod, container)
+        else:
+            cluster.api_delete(PODS, namespace, pod)
+    except ApiError:
+        pass  # already gone: nothing left to cut

@@ -26,12 +26,24 @@ class InjectedError:
     count: int = -1  # how many times it may fire; -1 = unlimited
 
 
+@dataclass(frozen=True)
+class ExecKill:
+    """After an exec matching `path` has run `after` seconds, its container is restarted or its pod
+    deleted: a fault in the middle of a command, at a moment a test can choose."""
+
+    path: re.Pattern[str]
+    after: float
+    action: str  # "restart" or "delete"
+    count: int = -1
+
+
 @dataclass
 class Faults:
     latency: list[Latency] = field(default_factory=list)
     errors: list[InjectedError] = field(default_factory=list)
     exec_stalls: list[Latency] = field(default_factory=list)  # upgraded, then silent for `seconds`
     node_latency: list[Latency] = field(default_factory=list)  # `path` matches node names: a slow kubelet
+    exec_kills: list[ExecKill] = field(default_factory=list)
     exec_drop_after_bytes: int | None = None
     exec_drop_count: int = -1  # how many exec streams to cut; -1 = every one
     _fired: dict[int, int] = field(default_factory=dict)
@@ -40,13 +52,23 @@ class Faults:
 
     def configure(self, spec: dict[str, Any]) -> None:
         """Replace the fault set: {"latency": [...], "errors": [...], "exec_stall": [...],
-        "node_latency": [{"node": regex, "seconds": s}], "exec_drop_after_bytes": N}."""
+        "node_latency": [{"node": regex, "seconds": s}], "exec_kill": [{"path": regex, "after": s,
+        "action": "restart"|"delete", "count": n}], "exec_drop_after_bytes": N}."""
         latency = [
             Latency(re.compile(x.get("path", ".*")), float(x["seconds"]), x.get("method", "").upper())
             for x in spec.get("latency") or []
         ]
         stalls = [Latency(re.compile(x.get("path", ".*")), float(x["seconds"])) for x in spec.get("exec_stall") or []]
         nodes = [Latency(re.compile(f"^(?:{x['node']})$"), float(x["seconds"])) for x in spec.get("node_latency") or []]
+        kills = []
+        for x in spec.get("exec_kill") or []:
+            if x.get("action") not in ("restart", "delete"):
+                raise ValueError(f"exec_kill action {x.get('action')!r}: restart or delete")
+            kills.append(
+                ExecKill(
+                    re.compile(x.get("path", ".*")), float(x.get("after", 0)), x["action"], int(x.get("count", -1))
+                )
+            )
         errors = []
         for x in spec.get("errors") or []:
             code = int(x["code"])
@@ -64,6 +86,7 @@ class Faults:
             )
         with self._lock:
             self.latency, self.errors, self.exec_stalls, self.node_latency = latency, errors, stalls, nodes
+            self.exec_kills = kills
             self.exec_drop_after_bytes = spec.get("exec_drop_after_bytes")
             self.exec_drop_count = int(spec.get("exec_drop_count", -1))
             self._fired.clear()
@@ -94,6 +117,17 @@ class Faults:
                 if self._random.random() < x.rate:
                     self._fired[i] = self._fired.get(i, 0) + 1
                     return x
+        return None
+
+    def take_exec_kill(self, path: str) -> ExecKill | None:
+        """The kill planned for an exec on `path`, if any (spending its count)."""
+        with self._lock:
+            for i, x in enumerate(self.exec_kills):
+                if x.count == 0 or not x.path.search(path):
+                    continue
+                if x.count > 0:
+                    self.exec_kills[i] = ExecKill(x.path, x.after, x.action, x.count - 1)
+                return x
         return None
 
     def take_exec_drop(self) -> int | None:

@@ -54,13 +54,16 @@ class EmulatorClient:
         exec_drop_count: int = -1,
         exec_stall: list[dict[str, Any]] | None = None,
         node_latency: list[dict[str, Any]] | None = None,
+        exec_kill: list[dict[str, Any]] | None = None,
         seed: int | None = None,
     ) -> None:
         """latency: [{"path": regex, "seconds": s, "method": "GET"}]; errors: [{"path": regex,
         "code": 403|429|500|503, "rate": 0..1, "retry_after": s, "count": n}]; exec_drop_after_bytes:
         cut exec streams after N bytes (the next `exec_drop_count` of them; -1 = all); exec_stall:
         [{"path": regex, "seconds": s}] keeps matching exec streams open and silent for s seconds;
-        node_latency: [{"node": regex, "seconds": s}] delays every exec into pods on matching nodes."""
+        node_latency: [{"node": regex, "seconds": s}] delays every exec into pods on matching nodes;
+        exec_kill: [{"path": regex, "after": s, "action": "restart"|"delete", "count": n}] restarts the
+        container (or deletes the pod) of a matching exec once it has run s seconds."""
         spec: dict[str, Any] = {
             "latency": latency or [],
             "errors": errors or [],
@@ -68,6 +71,7 @@ class EmulatorClient:
             "exec_drop_count": exec_drop_count,
             "exec_stall": exec_stall or [],
             "node_latency": node_latency or [],
+            "exec_kill": exec_kill or [],
         }
         if seed is not None:
             spec["seed"] = seed

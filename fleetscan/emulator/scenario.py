@@ -8,6 +8,7 @@ Pod and container entries may carry any further pod-spec / container fields (`co
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .cluster import NAMESPACES, PODS, Cluster
 from .controllers import owner_ref, template_hash
+from .faults import Faults
 from .images import FileSpec, ImageError, ImageSpec
 from .resources import by_kind
 from .validation import dns_label_problem, dns_subdomain_problem
@@ -148,6 +150,9 @@ class NodeModel(_Strict):
 
 class Scenario(_Strict):
     nodes: list[str | NodeModel] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
+    # Faults from the start, in the control API's form (PUT /_emu/faults): latency, errors,
+    # exec_stall, node_latency, exec_kill, exec_drop_after_bytes, seed.
+    faults: dict[str, Any] | None = None
     images: dict[str, ImageModel] = {}
     namespaces: list[NamespaceModel] = []
     scale: ScaleModel | None = None
@@ -194,6 +199,11 @@ def parse_scenario(text: str, source: str) -> Scenario:
 
 def _semantic_problems(s: Scenario, tree: yaml.Node | None, source: str) -> list[str]:
     problems: list[str] = []
+    if s.faults is not None:
+        try:
+            Faults().configure(s.faults)
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            problems.append(f"{source}:{_line_of(tree, ('faults',)) or '?'}: faults: {exc}")
 
     def report(loc: tuple[int | str, ...], message: str) -> None:
         problems.append(f"{source}:{_line_of(tree, loc) or '?'}: {'.'.join(map(str, loc))}: {message}")
@@ -282,6 +292,8 @@ def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
     elif scenario.scale is not None:
         count = -(-scenario.scale.namespaces * scenario.scale.pods_per_namespace // scenario.scale.pods_per_node)
         cluster.set_nodes(tuple(f"{scenario.scale.prefix}-node-{i}" for i in range(count)))
+    if scenario.faults is not None:
+        cluster.faults.configure(scenario.faults)
     for ref, image in scenario.images.items():
         try:
             cluster.images.add(ref, image.to_spec())
