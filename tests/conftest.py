@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from fleetscan.emulator.runtime import CGROUP_PREFIX, cgroup_mounts
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
 from fleetscan.results.saf import SafCli
@@ -27,7 +28,28 @@ SESSION_TMP = Path(tempfile.mkdtemp(prefix="fleetscan-tests-"))
 os.environ["TMPDIR"] = str(SESSION_TMP)
 
 
+def leftovers() -> list[str]:
+    """What this process's emulators must not leave once stopped: cgroups, container helpers."""
+    found = [
+        str(root)
+        for mount in cgroup_mounts()
+        if mount is not None
+        for root in mount.glob(f"{CGROUP_PREFIX}{os.getpid()}-*")
+    ]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and os.readlink(stat.parent / "exe").endswith("/pause"):
+                found.append(f"container helper process {stat.parent.name}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if left := leftovers():
+        print(f"\nthe suite left behind: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if str(SESSION_TMP) in Path("/proc/self/mountinfo").read_text():
         return  # something is still mounted there; a test reports it, removing it would be unsafe
     shutil.rmtree(SESSION_TMP, ignore_errors=True)

@@ -200,3 +200,42 @@ def test_watch_bookmarks_carry_the_current_resource_version(fresh_emulator: Emul
         )
     )
     assert quiet == []
+
+
+def test_pagination_with_limit_and_continue(tmp_path: Path) -> None:
+    scenario = parse_scenario("namespaces: [{name: paged}]\n", "paged.yaml")
+    with Emulator(scenario, watch_history=200) as emu:
+        core = client.CoreV1Api(api_client(emu, tmp_path))
+        for i in range(25):
+            core.create_namespaced_config_map(
+                "paged", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"cm-{i:02d}"))
+            )
+        first = core.list_namespaced_config_map("paged", limit=10)
+        names = [c.metadata.name for c in first.items]
+        assert names == [f"cm-{i:02d}" for i in range(10)] and first.metadata.remaining_item_count == 15
+        # Between pages: one served object and one not yet served go, a new one sorts into page two.
+        core.delete_namespaced_config_map("cm-03", "paged")
+        core.delete_namespaced_config_map("cm-15", "paged")
+        core.create_namespaced_config_map("paged", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cm-10a")))
+        token = first.metadata._continue
+        while token:
+            page = core.list_namespaced_config_map("paged", limit=10, _continue=token)
+            assert page.metadata.resource_version == first.metadata.resource_version
+            names += [c.metadata.name for c in page.items]
+            token = page.metadata._continue
+        # cm-03 was served before it went; cm-15 went before its page; each name once, in order.
+        assert names == sorted({*(f"cm-{i:02d}" for i in range(25) if i != 15), "cm-10a"})
+        # kubectl pages its own way (--chunk-size) and sees everything.
+        k = make_kubectl(emu, tmp_path)
+        listed = k("get", "configmaps", "-n", "paged", "--chunk-size=4", "-o", "name", check=True).stdout.split()
+        assert len(listed) == 24 and b"configmap/cm-10a" in listed
+        # A token older than the retained history is refused as on a real server.
+        stale = core.list_namespaced_config_map("paged", limit=5).metadata._continue
+        for i in range(210):
+            core.patch_namespaced_config_map("cm-00", "paged", {"data": {"n": str(i)}})
+        with pytest.raises(ApiException) as err:
+            core.list_namespaced_config_map("paged", limit=5, _continue=stale)
+        assert err.value.status == 410 and "too old" in err.value.body
+        with pytest.raises(ApiException) as err:
+            core.list_namespaced_config_map("paged", limit=5, _continue="not-a-token")
+        assert err.value.status == 400

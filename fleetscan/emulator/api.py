@@ -355,23 +355,47 @@ def _object_response(request: web.Request, cluster: Cluster, rt: ResourceType, o
 def _list_response(
     request: web.Request, cluster: Cluster, rt: ResourceType, items: list[dict[str, Any]]
 ) -> web.Response:
-    meta: dict[str, Any] = {"resourceVersion": str(cluster.store.resource_version)}
-    start = 0
-    if request.query.get("continue"):
+    """A list, paged by `limit`/`continue` as the API server does: the token names the list's
+    resourceVersion and the last key served, so objects added or removed between pages neither
+    repeat nor push others out; a token older than the retained history is 410 Expired."""
+    rv = cluster.store.resource_version
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    token = request.query.get("continue")
+    if token:
         try:
-            start = int(base64.urlsafe_b64decode(request.query["continue"]).decode())
-        except ValueError as exc:
-            raise ApiError.bad_request("invalid continue token") from exc
-    limit = int(request.query.get("limit") or 0)
-    if limit > 0:
-        if start + limit < len(items):
-            meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
-            meta["remainingItemCount"] = len(items) - start - limit
-        items = items[start : start + limit]
+            decoded = json.loads(base64.urlsafe_b64decode(token))
+            list_rv, after = int(decoded["rv"]), tuple(decoded["after"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError.bad_request(f"continue key is not valid: {exc}") from exc
+        if list_rv < cluster.store.oldest_rv() - 1 and list_rv < rv:
+            raise ApiError(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start "
+                "a new list without the continue parameter, or use the continue token in this response to "
+                "retrieve the remainder of the results.",
+            )
+        meta["resourceVersion"] = str(list_rv)
+        items = [o for o in items if _list_key(o) > after]
+    try:
+        limit = int(request.query.get("limit") or 0)
+    except ValueError as exc:
+        raise ApiError.bad_request(f"invalid limit: {exc}") from exc
+    if 0 < limit < len(items):
+        last = _list_key(items[limit - 1])
+        payload = json.dumps({"rv": int(meta["resourceVersion"]), "after": list(last)}).encode()
+        meta["continue"] = base64.urlsafe_b64encode(payload).decode()
+        meta["remainingItemCount"] = len(items) - limit
+        items = items[:limit]
     if _wants_table(request):
         include = request.query.get("includeObject", "Metadata")
         return json_response(table(rt.kind, items, cluster.clock, meta, include, _columns(cluster, rt)))
     return json_response({"kind": _list_kind(rt), "apiVersion": rt.api_version, "metadata": meta, "items": items})
+
+
+def _list_key(obj: dict[str, Any]) -> tuple[str, str]:
+    """The order the store lists objects in (namespace, then name), which continue tokens follow."""
+    return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
 
 
 async def _watch(

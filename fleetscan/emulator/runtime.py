@@ -227,6 +227,9 @@ class UserNamespace:
             self.process.wait(timeout=10)
 
 
+CGROUP_PREFIX = "fleetscan-emu-"  # our folder in each hierarchy: fleetscan-emu-<emulator pid>-<id>
+
+
 class ContainerCgroup:
     """One container's cgroups, a folder per hierarchy named by its container id (as a node's runtime
     does: /proc/<pid>/cgroup then names the container a process belongs to), one of them limiting
@@ -290,8 +293,11 @@ class Cgroups:
         self.memory_mode = "rlimit"
         if not enabled or os.geteuid() != 0:
             return
-        name = f"fleetscan-emu-{tag}"
-        v2, v1_memory = _cgroup_mounts()
+        name = f"{CGROUP_PREFIX}{tag}"
+        v2, v1_memory = cgroup_mounts()
+        for mount in (v2, v1_memory):
+            if mount is not None:
+                _sweep_stale_cgroups(mount)
         if v2 is not None and (root := _make_dir(v2 / name)) is not None:
             self.roots.append(root)
             if _enable_memory(v2, root):
@@ -318,6 +324,23 @@ class Cgroups:
                 if child.is_dir():
                     _rmdir_when_empty(child)
             _rmdir_when_empty(root)
+
+
+def _sweep_stale_cgroups(mount: Path) -> None:
+    """Remove the cgroups of emulators that died without cleaning up (their processes died with
+    them, so the folders are empty)."""
+    for root in mount.glob(f"{CGROUP_PREFIX}*"):
+        try:
+            os.kill(int(root.name[len(CGROUP_PREFIX) :].split("-", 1)[0]), 0)
+            continue  # its emulator is alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, ValueError):
+            continue
+        for child in root.iterdir():
+            if child.is_dir():
+                _rmdir_when_empty(child, attempts=1)
+        _rmdir_when_empty(root, attempts=1)
 
 
 def _make_dir(folder: Path) -> Path | None:
@@ -359,8 +382,8 @@ def _set_limit(folder: Path, limit: int) -> bool:
     return False
 
 
-def _rmdir_when_empty(folder: Path) -> None:
-    for _ in range(50):  # a cgroup can be removed once its last process is reaped
+def _rmdir_when_empty(folder: Path, attempts: int = 50) -> None:
+    for _ in range(attempts):  # a cgroup can be removed once its last process is reaped
         try:
             folder.rmdir()
             return
@@ -370,7 +393,7 @@ def _rmdir_when_empty(folder: Path) -> None:
             time.sleep(0.02)
 
 
-def _cgroup_mounts() -> tuple[Path | None, Path | None]:
+def cgroup_mounts() -> tuple[Path | None, Path | None]:
     """The cgroup v2 mount and the cgroup v1 memory hierarchy's mount, where they exist."""
     v2 = v1_memory = None
     try:
