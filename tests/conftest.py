@@ -29,13 +29,18 @@ os.environ["TMPDIR"] = str(SESSION_TMP)
 
 
 def leftovers() -> list[str]:
-    """What this process's emulators must not leave once stopped: cgroups, container helpers."""
+    """What this process's emulators must not leave once stopped: cgroups, container helpers, work
+    folders."""
     found = [
         str(root)
         for mount in cgroup_mounts()
         if mount is not None
         for root in mount.glob(f"{CGROUP_PREFIX}{os.getpid()}-*")
     ]
+    for folder in SESSION_TMP.glob("fleetscan-emu-*"):
+        owner = folder / "owner.pid"
+        if owner.exists() and owner.read_text().strip() == str(os.getpid()):
+            found.append(f"emulator folder {folder}")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()

@@ -170,6 +170,8 @@ def test_restart_cuts_execs_in_flight(tmp_path: Path, shared: bool) -> None:
         status, _, _ = run(core, "alpha", "victim", ["cat", "/tmp/marker"])
         assert status["status"] == "Failure"
         k = make_kubectl(emu, tmp_path)
+        jsonpath = "--for=jsonpath={.status.containerStatuses[0].restartCount}=1"
+        assert k("wait", jsonpath, "pod/victim", "-n", "alpha", "--timeout=10s").returncode == 0
         row = k("get", "pod", "victim", "-n", "alpha", "--no-headers", check=True).stdout.decode().split()
         assert row[1:4] == ["1/1", "Running", "1"]
         assert (

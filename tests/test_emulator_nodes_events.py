@@ -49,6 +49,20 @@ def test_nodes_through_both_clients(demo_emulator: Emulator, kubectl: Kubectl, a
     assert f"Non-terminated Pods:          ({len(pods)} in total)" in described
     names = kubectl("get", "nodes", "-o", "name", "-l", "kubernetes.io/os=linux", check=True).stdout.decode()
     assert names.split() == [f"node/emulator-node-{i}" for i in range(4)]
+    assert kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=10s").returncode == 0
+
+
+def test_a_node_created_through_the_api(fresh_emulator: Emulator, tmp_path: Path) -> None:
+    core = client.CoreV1Api(api_client(fresh_emulator, tmp_path))
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name="extra", labels={"pool": "gpu"})))
+    k = make_kubectl(fresh_emulator, tmp_path)
+    assert k("get", "nodes", "-l", "pool=gpu", "-o", "name", check=True).stdout.split() == [b"node/extra"]
+    k("label", "node", "extra", "pool=cpu", "--overwrite", check=True)
+    assert core.read_node("extra").metadata.labels["pool"] == "cpu"
+    k("delete", "node", "extra", check=True)
+    with pytest.raises(ApiException) as err:
+        core.read_node("extra")
+    assert err.value.status == 404
 
 
 def test_nodes_need_their_own_rbac(demo_emulator: Emulator, tmp_path: Path) -> None:
