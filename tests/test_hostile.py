@@ -202,6 +202,7 @@ class Sampler:
         ("flood-group", "/etc/group: it resolves into /proc, /sys or /dev"),
         ("big-passwd", "/etc/passwd: it is larger than the scan reads"),
         ("stderr", "output limit exceeded"),
+        ("flood-stat", "output limit exceeded"),
         ("stall", f"timed out after {TIMEOUT + 2:.0f} s"),
         ("killed", "did not complete (exit code 137"),
         ("cut", "did not complete (exit code 0, and it was cut short)"),

@@ -28,3 +28,11 @@ class Fact:
     def limit(self) -> int:
         """The most bytes this fact may print; more is cut in the container and marked truncated."""
         return MAX_LISTING_BYTES
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the fact's records are small and fixed in shape (a stat line, a verdict), so an
+        honest container never prints more than `limit()`: its section is not cut in the container
+        (a `head` process per section is a third of a scan's cost), and whatever more a lying
+        container prints is cut here and marked truncated, as is any flood (the exec's own limit)."""
+        return False

@@ -28,35 +28,38 @@ from .facts import Fact, q
 SECTION_SLACK = 128  # bytes of a section beyond its fact's limit: its status line
 NO_ROOT = "NOROOT"
 
-# `rp PATH` prints where a container path is under $R, every link resolved inside the container,
-# then "." (so a name ending in a newline survives `$(...)`), or fails (loop, unreadable link).
+# `rp PATH` sets $_r to where a container path is under $R, every link resolved inside the
+# container, or fails (loop, unreadable link). It runs in the caller's shell (no fork per path:
+# resolution is most of what a fact does), so its own variables all start with `_`. What a tool
+# prints into a variable is cut first (`head -c`): a lying `readlink` or `stat` in the container
+# must not grow the scan's shell.
 # `reg PATH LIMIT` succeeds when PATH is a regular file of at most LIMIT bytes outside the
 # virtual filesystems and readable, with its location in $p; otherwise $st says why: M missing,
 # U unreadable, N not a regular file, T too large, V virtual (/proc, /sys, /dev), X unresolvable.
 PRELUDE = r"""rp() {
-  t=$1 d= n=0
+  _t=$1 _d= _n=0
   while :; do
-    while :; do case $t in /*) t=${t#/};; *) break;; esac; done
-    [ -z "$t" ] && break
-    c=${t%%/*}
-    case $t in */*) t=${t#*/};; *) t=;; esac
-    case $c in .) continue;; ..) d=${d%/*}; continue;; esac
-    if [ -L "$R$d/$c" ]; then
-      n=$((n+1)); [ "$n" -gt 40 ] && return 1
-      l=$(readlink "$R$d/$c" && echo .) || return 1
-      l=${l%.}; l=${l%"$NL"}
-      [ -z "$l" ] && return 1
-      case $l in /*) d=;; esac
-      t=$l/$t
+    while :; do case $_t in /*) _t=${_t#/};; *) break;; esac; done
+    [ -z "$_t" ] && break
+    _c=${_t%%/*}
+    case $_t in */*) _t=${_t#*/};; *) _t=;; esac
+    case $_c in .) continue;; ..) _d=${_d%/*}; continue;; esac
+    if [ -L "$R$_d/$_c" ]; then
+      _n=$((_n+1)); [ "$_n" -gt 40 ] && return 1
+      _l=$(readlink "$R$_d/$_c" | head -c 4097; echo .)
+      _l=${_l%.}; _l=${_l%"$NL"}
+      [ -z "$_l" ] && return 1
+      case $_l in /*) _d=;; esac
+      _t=$_l/$_t
     else
-      d=$d/$c
+      _d=$_d/$_c
     fi
   done
-  printf '%s.' "$R${d:-/}"
+  _r=$R${_d:-/}
 }
 at() {
-  p=$(rp "$1") || { p=X; return 1; }
-  p=${p%.}
+  rp "$1" || { p=X; return 1; }
+  p=$_r
   case ${p#"$R"} in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) p=V; return 1;; esac
 }
 reg() {
@@ -66,7 +69,7 @@ reg() {
   elif [ ! -f "$p" ]; then st=N
   elif [ ! -r "$p" ]; then st=U
   else
-    s=$(stat -c %s "$p" 2>/dev/null) || s=
+    s=$(stat -c %s "$p" 2>/dev/null | head -c 24)
     case $s in ''|*[!0-9]*) st=U;; *) [ "$s" -gt "$2" ] && st="T";; esac
   fi
   [ -z "$st" ]
@@ -129,10 +132,11 @@ def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, k
         # Sections run in subshells (an `exit` ends only its fact) that read nothing of the
         # script's stdin; the status line says the fact ran to its end.
         lines.append(f'printf "\\n%s:B:{i}\\n" "$K"')
-        lines.append(
-            f'( ( {fact.script()}\n  ); printf "\\n%s:S:%s\\n" "$K" "$?" ) </dev/null 2>/dev/null'
-            f" | head -c {fact.limit() + SECTION_SLACK}"
-        )
+        run = f'( {fact.script()}\n  ); printf "\\n%s:S:%s\\n" "$K" "$?"'
+        if fact.bounded:  # cut here, not in the container (Fact.bounded)
+            lines.append(f"{{ {run}; }} </dev/null 2>/dev/null")
+        else:
+            lines.append(f"( {run} ) </dev/null 2>/dev/null | head -c {fact.limit() + SECTION_SLACK}")
         lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
     lines.append('printf "\\n%s:END\\n" "$K"')
     lines.append('kill "$W" 2>/dev/null')

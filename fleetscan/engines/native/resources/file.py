@@ -15,6 +15,8 @@ from .accounts import Table, TableFact, id_names, table_of
 MODE = re.compile(r"^0?[0-7]{3,4}$")
 CONTENT_BYTES = 1 << 20
 _STAT = "stat -c '%f %u %g %s'"
+# Two stat lines and a link target (at most PATH_MAX): what an honest FileFact prints.
+FILE_RECORD_BYTES = 2 * 64 + 4096 + 16
 _STAT_LINE = re.compile(r"^([LF]) ([0-9a-f]{1,8}) (\d{1,10}) (\d{1,10}) (\d{1,20})$")
 
 
@@ -25,6 +27,13 @@ class FileFact(Fact):
     def key(self) -> str:
         return f"file:{self.path}"
 
+    def limit(self) -> int:
+        return FILE_RECORD_BYTES
+
+    @property
+    def bounded(self) -> bool:
+        return True
+
     def script(self) -> str:
         # The parent directory is resolved inside the container's root, the last component is
         # examined as it is: L (a symlink: its own lstat; S, the stat of what it resolves to inside
@@ -32,12 +41,12 @@ class FileFact(Fact):
         # searchable), X (the path cannot be resolved: a link loop).
         return f"""x={q(self.path)}
 b=${{x##*/}}; u=${{x%/*}}
-d=$(rp "${{u:-/}}") || {{ echo X; exit 0; }}
-d=${{d%.}}
+rp "${{u:-/}}" || {{ echo X; exit 0; }}
+d=$_r
 if [ -z "$b" ]; then f=$d; else f=${{d%/}}/$b; fi
 if [ -L "$f" ]; then printf 'L '; {_STAT} "$f"
-  l=$(readlink "$f" && echo .); l=${{l%.}}; l=${{l%"$NL"}}
-  r=$(rp "$x") && {{ r=${{r%.}}; [ -e "$r" ] && {{ printf 'S '; {_STAT} "$r"; }}; }}
+  l=$(readlink "$f" | head -c 4097; echo .); l=${{l%.}}; l=${{l%"$NL"}}
+  rp "$x" && {{ r=$_r; [ -e "$r" ] && {{ printf 'S '; {_STAT} "$r"; }}; }}
   printf 'T:%s' "$l"
 elif [ -e "$f" ]; then printf 'F '; {_STAT} "$f"
 elif [ -d "$d" ] && [ ! -x "$d" ]; then echo U
@@ -86,6 +95,13 @@ class GrepFact(Fact):
 
     def key(self) -> str:
         return f"grep:{self.path}\0{self.pattern}"
+
+    def limit(self) -> int:
+        return 64
+
+    @property
+    def bounded(self) -> bool:
+        return True  # 1, 0, E or why the file was not read
 
     def script(self) -> str:
         # Only a regular file's first bytes are matched, inside the container: 1 or 0 comes back.
