@@ -126,3 +126,23 @@ def test_a_non_root_user_runs_containers(tmp_path: Path) -> None:
             keeper.wait(timeout=10)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_without_cgroups_memory_limits_fall_back_to_rlimits(rootless: Emulator, tmp_path: Path) -> None:
+    """Rootless, no cgroup is ours: each process's address space is capped instead, so an allocation
+    over the limit fails (the command exits non-zero) rather than the kernel killing it."""
+    handle = rootless.client()
+    assert handle.settings()["memory_limits"] == "rlimit"
+    core = client.CoreV1Api(api_client(rootless, tmp_path))
+    body = {"metadata": {"name": "capped"}, "spec": {"containers": [
+        {"name": "main", "image": "busybox", "resources": {"limits": {"memory": "48Mi"}}}]}}  # fmt: skip
+    core.create_namespaced_pod("shared", body)
+    try:
+        status, _, err = run(core, "shared", "capped", ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"])
+        assert status["status"] == "Failure" and status["details"]["causes"][0]["message"] != "137", err
+        assert (
+            run(core, "shared", "capped", ["dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=2"])[0]["status"]
+            == "Success"
+        )
+    finally:
+        core.delete_namespaced_pod("capped", "shared")
