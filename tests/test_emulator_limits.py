@@ -147,6 +147,11 @@ def test_a_crashing_container_backs_off(fresh_emulator: Emulator, tmp_path: Path
     _until(lambda: core.read_namespaced_pod("once", "alpha").status.phase == "Failed")
     st = core.read_namespaced_pod("once", "alpha").status.container_statuses[0]
     assert st.restart_count == 0 and st.state.terminated.exit_code == 1
+    # restartPolicy OnFailure: a clean exit is the end.
+    core.create_namespaced_pod("alpha", _pod("done", command=["true"], restartPolicy="OnFailure"))
+    _until(lambda: core.read_namespaced_pod("done", "alpha").status.phase == "Succeeded")
+    st = core.read_namespaced_pod("done", "alpha").status.container_statuses[0]
+    assert st.restart_count == 0 and st.state.terminated.reason == "Completed"
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-pid-namespace", "shared-pid-namespace"])

@@ -204,7 +204,7 @@ class PodRunner:
         """Whether a container of the pod exited unnoticed, or waits for its restart."""
         sandbox = self.sandboxes.get(pod["metadata"]["uid"])
         return sandbox is not None and any(
-            not c.alive and (c.terminated is None or _app_spec(pod, name) is not None)
+            not c.alive and (c.terminated is None or _restarts(pod, name, c.terminated))
             for name, c in sandbox.containers.items()
         )
 
@@ -216,7 +216,6 @@ class PodRunner:
             return None
         events: list[Event] = []
         changed = False
-        policy = pod["spec"].get("restartPolicy", "Always")
         for name, ctr in sandbox.containers.items():
             if ctr.alive:
                 continue
@@ -234,8 +233,8 @@ class PodRunner:
                     events.append(("Warning", "OOMKilled", f"Container {name} exceeded its memory limit"))
                 if delay and cspec is not None:
                     events.append(("Warning", "BackOff", f"Back-off restarting failed container {name}"))
-            restartable = policy == "Always" or (policy == "OnFailure" and ctr.terminated["exitCode"] != 0)
-            if cspec is not None and restartable and time.monotonic() >= ctr.backoff_until:
+            if _restarts(pod, name, ctr.terminated) and time.monotonic() >= ctr.backoff_until:
+                assert cspec is not None
                 self._relaunch(sandbox, ctr, cspec)
                 events.append(("Normal", "Started", f"Started container {name}"))
                 changed = True
@@ -287,7 +286,7 @@ class PodRunner:
                 status["lastState"] = {"terminated": ctr.last_state}
             if ctr.terminated is not None:
                 status.update(ready=False, started=False)
-                if _app_spec(pod, name) is None or pod["spec"].get("restartPolicy") == "Never":
+                if not _restarts(pod, name, ctr.terminated):
                     status["state"] = {"terminated": ctr.terminated}
                 else:
                     pod_ref = f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})"
@@ -348,6 +347,14 @@ class PodRunner:
 
 def _app_spec(pod: Obj, name: str) -> Obj | None:
     return next((c for c in pod["spec"]["containers"] if c["name"] == name), None)
+
+
+def _restarts(pod: Obj, name: str, terminated: Obj) -> bool:
+    """Whether the kubelet restarts an app container that ended so (never an ephemeral one)."""
+    policy = pod["spec"].get("restartPolicy", "Always")
+    return _app_spec(pod, name) is not None and (
+        policy == "Always" or (policy == "OnFailure" and terminated["exitCode"] != 0)
+    )
 
 
 def _qos_class(containers: list[Obj]) -> str:

@@ -31,8 +31,9 @@ class Fact:
 
     @property
     def bounded(self) -> bool:
-        """Whether the fact's records are small and fixed in shape (a stat line, a verdict), so an
-        honest container never prints more than `limit()`: its section is not cut in the container
-        (a `head` process per section is a third of a scan's cost), and whatever more a lying
-        container prints is cut here and marked truncated, as is any flood (the exec's own limit)."""
+        """Whether the fact prints small records of a fixed shape (a stat line, a verdict) and never
+        calls `exit`: it then runs in the scan's own shell, with neither a subshell nor a `head` to
+        cut it (those two processes per section were most of a scan's cost). What more than
+        `limit()` a lying container prints is cut here and marked truncated, and a flood meets the
+        exec's own output limit."""
         return False

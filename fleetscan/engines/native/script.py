@@ -129,14 +129,16 @@ def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, k
         lines.append(f'[ -d "$R/" ] || {{ printf "\\n%s:{NO_ROOT}\\n" "$K"; exit 3; }}')
     lines += [REAP, WATCHDOG, PRELUDE]
     for i, fact in enumerate(facts):
-        # Sections run in subshells (an `exit` ends only its fact) that read nothing of the
-        # script's stdin; the status line says the fact ran to its end.
+        # Sections run in subshells (an `exit` ends only its fact), bounded ones in this shell;
+        # none reads the script's stdin; the status line says the fact ran to its end.
         lines.append(f'printf "\\n%s:B:{i}\\n" "$K"')
-        run = f'( {fact.script()}\n  ); printf "\\n%s:S:%s\\n" "$K" "$?"'
-        if fact.bounded:  # cut here, not in the container (Fact.bounded)
-            lines.append(f"{{ {run}; }} </dev/null 2>/dev/null")
+        status = 'printf "\\n%s:S:%s\\n" "$K" "$?"'
+        if fact.bounded:  # in this shell, cut here rather than in the container (Fact.bounded)
+            lines.append(f"{{ {fact.script()}\n  }} </dev/null 2>/dev/null; {status}")
         else:
-            lines.append(f"( {run} ) </dev/null 2>/dev/null | head -c {fact.limit() + SECTION_SLACK}")
+            lines.append(
+                f"( ( {fact.script()}\n  ); {status} ) </dev/null 2>/dev/null | head -c {fact.limit() + SECTION_SLACK}"
+            )
         lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
     lines.append('printf "\\n%s:END\\n" "$K"')
     lines.append('kill "$W" 2>/dev/null')

@@ -41,8 +41,8 @@ class FileFact(Fact):
         # searchable), X (the path cannot be resolved: a link loop).
         return f"""x={q(self.path)}
 b=${{x##*/}}; u=${{x%/*}}
-rp "${{u:-/}}" || {{ echo X; exit 0; }}
-d=$_r
+if ! rp "${{u:-/}}"; then echo X
+else d=$_r
 if [ -z "$b" ]; then f=$d; else f=${{d%/}}/$b; fi
 if [ -L "$f" ]; then printf 'L '; {_STAT} "$f"
   l=$(readlink "$f" | head -c 4097; echo .); l=${{l%.}}; l=${{l%"$NL"}}
@@ -50,7 +50,8 @@ if [ -L "$f" ]; then printf 'L '; {_STAT} "$f"
   printf 'T:%s' "$l"
 elif [ -e "$f" ]; then printf 'F '; {_STAT} "$f"
 elif [ -d "$d" ] && [ ! -x "$d" ]; then echo U
-else echo M; fi"""
+else echo M; fi
+fi"""
 
 
 @dataclass(frozen=True)
