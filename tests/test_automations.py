@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -77,13 +78,18 @@ def test_failing_namespaces_and_errors_reach_the_webhook(server: dict[str, str],
     assert errors["run_id"] == "events-1" and "could not scan 1 of 3 containers" in errors["text"]
     assert all(c["run_id"] == "events-1" for c in calls)
 
-    found = httpx.post(
-        f"{server['PREFECT_API_URL']}/events/filter",
-        json={"filter": {"event": {"prefix": ["fleetscan."]}}, "limit": 50},
-        timeout=30,
-    )
-    assert found.status_code == 200, found.text
-    events = found.json()["events"]
+    def stored() -> list[dict[str, Any]]:
+        found = httpx.post(
+            f"{server['PREFECT_API_URL']}/events/filter",
+            json={"filter": {"event": {"prefix": ["fleetscan."]}}, "limit": 50},
+            timeout=30,
+        )
+        assert found.status_code == 200, found.text
+        return list(found.json()["events"])
+
+    # The server persists events a moment after the automations act on them: wait for all four.
+    wait_for(lambda: len(stored()) >= 4, timeout=60, what="the run's four events stored")
+    events = stored()
     completed = next(e for e in events if e["event"] == "fleetscan.run.completed")
     assert completed["resource"]["fleetscan.outcome"] == "error"
     assert completed["payload"]["totals"]["error"] == 1 and completed["payload"]["threshold"] == "error"
