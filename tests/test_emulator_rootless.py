@@ -35,8 +35,8 @@ def test_containers_live_in_the_emulators_user_namespace(rootless: Emulator, tmp
     main = rootless.cluster.pods.sandboxes[pod.metadata.uid].containers["other"]
     assert os.readlink(f"/proc/{main.pid}/ns/user") == os.readlink(f"/proc/{keeper}/ns/user")
     assert os.readlink(f"/proc/{main.pid}/ns/user") != os.readlink("/proc/self/ns/user")
-    status, out, _ = run(core, "shared", "isolated", ["sh", "-c", "id -u; cat /proc/self/uid_map"], container="other")
-    assert status["status"] == "Success" and out.split()[:4] == [b"0", b"0", b"0", b"65536"]
+    status, out, err = run(core, "shared", "isolated", ["sh", "-c", "id -u; cat /proc/self/uid_map"], container="other")
+    assert status["status"] == "Success" and out.split()[:4] == [b"0", b"0", b"0", b"65536"], (status, out, err)
 
 
 def test_process_namespace_rules_hold_inside_it(rootless: Emulator, tmp_path: Path) -> None:
