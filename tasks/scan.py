@@ -23,7 +23,7 @@ from fleetscan.pipeline.events import cluster_name, run_events
 from fleetscan.pipeline.run import Plan, RunSetup, Target, make_plan, publish_policy_reports
 from fleetscan.pipeline.scan import Scanner
 from fleetscan.results.baseline import BaselineRef
-from fleetscan.results.records import TargetRecord, totals
+from fleetscan.results.records import totals
 from fleetscan.results.rundir import RunDir
 from fleetscan.results.waivers import NO_WAIVERS, Waivers
 from fleetscan.settings import ScanParams
@@ -46,13 +46,14 @@ def plan_task(setup: RunSetup) -> Plan:
 
 
 @task(name="scan-namespace", task_run_name="scan-{namespace}", tags=["fleetscan", "scan"], **_COMMON)
-def scan_namespace_task(scanner: Scanner, namespace: str, targets: list[Target]) -> list[TargetRecord]:
-    records = scanner.scan_namespace(namespace, targets)
-    counts = totals(records)
+def scan_namespace_task(scanner: Scanner, namespace: str, targets: list[Target]) -> dict[str, int]:
+    """Scan a namespace's containers; their records are in the run directory, so only the counts
+    come back (a future keeps its result until the flow ends: records would grow with the fleet)."""
+    counts = totals(scanner.scan_namespace(namespace, targets))
     get_run_logger().info(
         "namespace %s: %s", namespace, ", ".join(f"{v} {k}" for k, v in counts.items() if v and k != "targets")
     )
-    return records
+    return counts
 
 
 @task(name="aggregate-run", **_COMMON)
