@@ -80,6 +80,16 @@ def emu() -> Iterator[Emulator]:
         yield e
 
 
+def _params(emu: Emulator, tmp_path: Path, run_id: str) -> ScanParams:
+    return ScanParams(
+        kubeconfig=str(emu.write_kubeconfig(tmp_path / "kc")),
+        out=str(tmp_path / "run"),
+        run_id=run_id,
+        debug_image="fleetscan/debug:1.0",
+        retries=1,
+    )
+
+
 def _scan(kind: str, params: ScanParams) -> int:
     from flows.fleet import fleet_scan, run_to_end, workload_scan
 
@@ -101,13 +111,7 @@ def test_one_record_per_selected_container_whatever_fails(
         pytest.skip("a fleet scan makes no such call")
     selected = FLEET_SELECTED if scan == "fleet" else WORKLOAD_SELECTED
     run_id = f"inv-{scan[0]}-{code}-{abs(hash(call)) % 10**6}"
-    params = ScanParams(
-        kubeconfig=str(emu.write_kubeconfig(tmp_path / "kc")),
-        out=str(tmp_path / "run"),
-        run_id=run_id,
-        debug_image="fleetscan/debug:1.0",
-        retries=1,
-    )
+    params = _params(emu, tmp_path, run_id)
     handle = emu.client()
     handle.set_faults(errors=[{"path": path, "method": method, "code": code, "retry_after": 0}])
     try:
@@ -141,13 +145,7 @@ def test_a_container_lost_mid_scan_is_an_error_never_a_verdict(prefect_api: str,
     record is an error; the other containers are unaffected and the exit code follows."""
     run_id = f"inv-kill-{action}"
     with Emulator(parse_scenario(FLEET, "fleet.yaml")) as private:
-        params = ScanParams(
-            kubeconfig=str(private.write_kubeconfig(tmp_path / "kc")),
-            out=str(tmp_path / "run"),
-            run_id=run_id,
-            debug_image="fleetscan/debug:1.0",
-            retries=1,
-        )
+        params = _params(private, tmp_path, run_id)
         private.client().set_faults(exec_kill=[{"path": "/pods/web-1/exec$", "after": 0.05, "action": action}])
         code_seen = _scan("fleet", params)
         records = RunDir(tmp_path / "run", run_id).records()
