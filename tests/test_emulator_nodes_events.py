@@ -20,7 +20,8 @@ from .test_emulator_exec import run
 pytestmark = pytest.mark.kubectl
 
 NODES_SCENARIO = """
-nodes: [fast-node, {name: slow-node, exec_latency: 0.6}]
+nodes: [fast-node, slow-node]
+faults: {node_latency: [{node: slow-node, seconds: 0.6}]}
 namespaces:
   - name: web
     pods:
@@ -253,3 +254,13 @@ def test_pagination_with_limit_and_continue(tmp_path: Path) -> None:
         with pytest.raises(ApiException) as err:
             core.list_namespaced_config_map("paged", limit=5, _continue="not-a-token")
         assert err.value.status == 400
+
+
+def test_events_expire_after_an_hour(fresh_emulator: Emulator, tmp_path: Path) -> None:
+    core = client.CoreV1Api(api_client(fresh_emulator, tmp_path))
+    assert core.list_namespaced_event("alpha").items
+    fresh_emulator.client().advance_clock(3700)  # the API server's default --event-ttl is one hour
+    deadline = time.monotonic() + 10
+    while core.list_namespaced_event("alpha").items and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert core.list_namespaced_event("alpha").items == []

@@ -67,7 +67,7 @@ class Cluster:
         self.nodes: tuple[str, ...] = ()  # the nodes the scheduler spreads pods over
         self._node_pods: dict[str, int] = {}  # pods per node, for scheduling
         self.bookmark_interval = 60.0  # seconds between watch bookmarks, as the API server's cache
-        self.node_latency: dict[str, float] = {}  # seconds each node's kubelet adds to an exec (scenario)
+        self._next_prune = 0.0  # when expired events are next dropped (emulator clock)
         self.set_nodes(DEFAULT_NODES)
         for name in bootstrap.SYSTEM_NAMESPACES:
             self.create_object(NAMESPACES, {"metadata": {"name": name}})
@@ -154,9 +154,11 @@ class Cluster:
             pod = copy.deepcopy(stored)  # stored versions are shared with watch history: never mutated
             if (changes := self.pods.sync(pod)) is not None:
                 self._pod_changed(pod, changes)
-        horizon = self.clock.iso(self.clock.now() - events.EVENT_TTL)
-        for ev in self.store.list(EVENTS, "", lambda e: (e.get("lastTimestamp") or "9") < horizon):
-            self.store.delete(EVENTS, ev["metadata"]["namespace"], ev["metadata"]["name"])
+        if self.clock.now() >= self._next_prune:  # a pass over every event: not every second
+            self._next_prune = self.clock.now() + 60
+            horizon = self.clock.iso(self.clock.now() - events.EVENT_TTL)
+            for ev in self.store.list(EVENTS, "", lambda e: (e.get("lastTimestamp") or "9") < horizon):
+                self.store.delete(EVENTS, ev["metadata"]["namespace"], ev["metadata"]["name"])
 
     def restart_container(self, namespace: str, name: str, container: str) -> Obj:
         pod = copy.deepcopy(self.store.get(PODS, namespace, name))

@@ -101,7 +101,7 @@ async def handle_exec(request: web.Request, cluster: Cluster, info: RequestInfo,
             f'container "{name}" in pod "{info.name}" is waiting to start: trying and failing to pull image'
         )
     node = spec.get("nodeName", "")
-    if delay := cluster.node_latency.get(node, 0.0) + cluster.faults.node_delay(node):
+    if delay := cluster.faults.node_delay(node):
         await asyncio.sleep(delay)  # the API server reaches the pod's kubelet, which is slow to answer
     ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=64 * 1024 * 1024)
     if not ws.can_prepare(request).ok:

@@ -143,13 +143,8 @@ class ScaleModel(_Strict):
     labels: dict[str, str] = {}
 
 
-class NodeModel(_Strict):
-    name: str
-    exec_latency: float = Field(default=0.0, ge=0)  # seconds the node's kubelet adds to each exec
-
-
 class Scenario(_Strict):
-    nodes: list[str | NodeModel] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
+    nodes: list[str] = []  # the nodes pods are scheduled to; empty: four emulator-node-N
     # Faults from the start, in the control API's form (PUT /_emu/faults): latency, errors,
     # exec_stall, node_latency, exec_kill, exec_drop_after_bytes, seed.
     faults: dict[str, Any] | None = None
@@ -286,9 +281,7 @@ def _scale_namespaces(scale: ScaleModel) -> list[NamespaceModel]:
 def apply_scenario(cluster: Cluster, scenario: Scenario) -> dict[str, int]:
     """Create the scenario's images, namespaces, workloads and pods (pods start at once, as on a node)."""
     if scenario.nodes:
-        named = [n if isinstance(n, NodeModel) else NodeModel(name=n) for n in scenario.nodes]
-        cluster.set_nodes(tuple(n.name for n in named))
-        cluster.node_latency.update({n.name: n.exec_latency for n in named if n.exec_latency})
+        cluster.set_nodes(tuple(scenario.nodes))
     elif scenario.scale is not None:
         count = -(-scenario.scale.namespaces * scenario.scale.pods_per_namespace // scenario.scale.pods_per_node)
         cluster.set_nodes(tuple(f"{scenario.scale.prefix}-node-{i}" for i in range(count)))

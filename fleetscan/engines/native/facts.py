@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import ClassVar
 
 MAX_LISTING_BYTES = 1 << 20
 
@@ -29,11 +30,8 @@ class Fact:
         """The most bytes this fact may print; more is cut in the container and marked truncated."""
         return MAX_LISTING_BYTES
 
-    @property
-    def bounded(self) -> bool:
-        """Whether the fact prints small records of a fixed shape (a stat line, a verdict) and never
-        calls `exit`: it then runs in the scan's own shell, with neither a subshell nor a `head` to
-        cut it (those two processes per section were most of a scan's cost). What more than
-        `limit()` a lying container prints is cut here and marked truncated, and a flood meets the
-        exec's own output limit."""
-        return False
+    # Whether the fact prints small records of a fixed shape (a stat line, a verdict) and never
+    # calls `exit`: it then runs in the scan's own shell, with neither a subshell nor a `head` to cut
+    # it (those two processes per section were most of a scan's cost). What more than `limit()` a
+    # lying container prints is cut here and marked truncated; a flood meets the exec's output limit.
+    bounded: ClassVar[bool] = False

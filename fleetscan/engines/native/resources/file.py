@@ -27,12 +27,10 @@ class FileFact(Fact):
     def key(self) -> str:
         return f"file:{self.path}"
 
+    bounded = True
+
     def limit(self) -> int:
         return FILE_RECORD_BYTES
-
-    @property
-    def bounded(self) -> bool:
-        return True
 
     def script(self) -> str:
         # The parent directory is resolved inside the container's root, the last component is
@@ -97,12 +95,10 @@ class GrepFact(Fact):
     def key(self) -> str:
         return f"grep:{self.path}\0{self.pattern}"
 
+    bounded = True  # 1, 0, E or why the file was not read
+
     def limit(self) -> int:
         return 64
-
-    @property
-    def bounded(self) -> bool:
-        return True  # 1, 0, E or why the file was not read
 
     def script(self) -> str:
         # Only a regular file's first bytes are matched, inside the container: 1 or 0 comes back.
