@@ -367,7 +367,7 @@ def _list_response(
             list_rv, after = int(decoded["rv"]), tuple(decoded["after"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError.bad_request(f"continue key is not valid: {exc}") from exc
-        if list_rv < cluster.store.oldest_rv() - 1 and list_rv < rv:
+        if cluster.store.expired(list_rv):
             raise ApiError(
                 410,
                 "Expired",
@@ -413,7 +413,7 @@ async def _watch(
                 since = int(rv_param)
             except ValueError as exc:
                 raise ApiError.bad_request(f"invalid resourceVersion {rv_param!r}") from exc
-            if since < store.oldest_rv() - 1 and since < store.resource_version:
+            if store.expired(since):
                 gone = ApiError(410, "Expired", f"too old resource version: {since} ({store.oldest_rv() - 1})")
                 backlog.append({"type": "ERROR", "object": gone.status()})
             else:

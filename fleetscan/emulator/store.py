@@ -47,6 +47,10 @@ class Store:
     def oldest_rv(self) -> int:
         return self.history[0].rv if self.history else self._rv + 1
 
+    def expired(self, rv: int) -> bool:
+        """Whether changes since `rv` have left the retained history (etcd compaction: 410 Gone)."""
+        return rv < self.oldest_rv() - 1 and rv < self._rv
+
     # -- reads -----------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         obj = self._table(rt).get((namespace if rt.namespaced else "", name))
