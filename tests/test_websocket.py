@@ -11,12 +11,14 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 
+from fleetscan.emulator.server import Emulator
 from fleetscan.errors import Forbidden, StreamDropped, Throttled
-from fleetscan.kube.websocket import GUID, MAX_MESSAGE, Closed, Endpoint, ExecSocket
+from fleetscan.kube.websocket import GUID, MAX_MESSAGE, Closed, Endpoint, ExecSocket, exec_path
 
 Script = Callable[[socket.socket, bytes], None]
 
@@ -179,3 +181,24 @@ def test_refusals_are_typed_errors(answer: bytes, error: type[Exception], text: 
     if isinstance(caught.value, Throttled):
         assert caught.value.retry_after == 3
     server.close()
+
+
+def test_execs_resume_one_tls_session_read_once(demo_emulator: Emulator, tmp_path: Path) -> None:
+    """Over the emulator's HTTPS: the first exec's session is resumed by the next ones, and it is
+    read only from a connection that did not resume (each read of `SSLSocket.session` leaks)."""
+    from .kube_helpers import admin_kube
+
+    kube = admin_kube(demo_emulator, tmp_path)
+    pod = kube.core.list_namespaced_pod("shop").items[0]
+    path = exec_path("shop", pod.metadata.name, pod.spec.containers[0].name, ["true"], False)
+    end = kube.endpoint()
+    end.sessions.clear()
+    resumed, kept = [], []
+    for _ in range(3):
+        ws = ExecSocket(kube.api, end, path, 10.0)
+        ws.open()
+        resumed.append(ws._sock.session_reused)  # type: ignore[union-attr]
+        ws.close()
+        kept.append(end.sessions[0])
+    assert resumed == [False, True, True]
+    assert kept[0] is kept[1] is kept[2]
