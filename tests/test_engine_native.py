@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from fleetscan.access.transport import Transport
 from fleetscan.emulator.scenario import parse_scenario
 from fleetscan.emulator.server import Emulator
 from fleetscan.engines.native.engine import NativeEngine
+from fleetscan.engines.native.facts import Fact
 from fleetscan.engines.native.profile import ProfileError, load_profile, parse_profile
 from fleetscan.engines.native.resources.accounts import TableFact
 from fleetscan.engines.native.resources.file import FileFact
 from fleetscan.engines.native.resources.search import SearchFact
-from fleetscan.engines.native.script import build, new_token, split
+from fleetscan.engines.native.script import build, complete, new_token, split
 from fleetscan.kube.client import Kube
 from fleetscan.kube.discovery import Selection, discover
 from fleetscan.kube.targets import Target
@@ -165,6 +167,41 @@ def test_script_is_posix(tmp_path: Path, shell: str) -> None:
     assert sections[1].payload == b"OK\nroot:0:/bin/sh\n"  # name, id and shell: never the password field
     assert sections[2].payload.split(b"\n", 1)[1] == f"{root}/etc/x y\0F:ok\0".encode()
     assert all(s.status == 0 and not s.truncated for s in sections.values())
+
+
+@dataclass(frozen=True)
+class _Shell(Fact):
+    """A fact that is a piece of shell, to see how a section ends."""
+
+    text: str
+
+    def key(self) -> str:
+        return self.text
+
+    def script(self) -> str:
+        return self.text
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox", "bash"])
+def test_an_exit_ends_its_section_and_a_killed_one_has_no_status(shell: str) -> None:
+    """A fact's `exit` ends only that fact, with its status; a fact killed mid-way has no status
+    line (it did not finish: never read as complete); the facts after both still run."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    facts = [
+        _Shell("echo one; exit 7; echo never"),
+        _Shell("echo two; sh -c 'kill -9 $PPID'; echo never"),
+        _Shell("echo three"),
+    ]
+    token = new_token()
+    argv = [shell, "sh", "-s"] if shell == "busybox" else [shell, "-s"]
+    script = build(facts, "", token).encode()
+    out = subprocess.run(argv, input=script, capture_output=True, check=True, timeout=30).stdout
+    sections = split(out, token, 3)
+    assert (sections[0].payload, sections[0].status, sections[0].truncated) == (b"one\n", 7, False)
+    assert (sections[1].payload, sections[1].status, sections[1].truncated) == (b"two\n", None, True)
+    assert (sections[2].payload, sections[2].status) == (b"three\n", 0)
+    assert complete(out, token)
 
 
 def test_no_secret_leaves_the_container(kube: Kube, targets: dict[str, Target]) -> None:

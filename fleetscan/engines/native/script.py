@@ -128,16 +128,20 @@ def build(facts: list[Fact], root: str, token: str, *, timeout: float = 300.0, k
     if prefix:  # a root the scan may not enter would make every file look missing
         lines.append(f'[ -d "$R/" ] || {{ printf "\\n%s:{NO_ROOT}\\n" "$K"; exit 3; }}')
     lines += [REAP, WATCHDOG, PRELUDE]
+    status = 'printf "\\n%s:S:%s\\n" "$K" "$?"'
     for i, fact in enumerate(facts):
-        # Sections run in subshells (an `exit` ends only its fact), bounded ones in this shell;
-        # none reads the script's stdin; the status line says the fact ran to its end.
+        # The status line says the fact ran to its end; no section reads the script's stdin.
+        # Bounded facts run in this shell and are cut here (Fact.bounded). The others run as the
+        # first command of a pipeline, which every shell runs in a subshell of its own: an `exit`
+        # ends only that fact, its EXIT trap prints the status (the exit's), a fact killed has
+        # none, and `head` cuts it in the container (a subshell inside that one cost a process).
         lines.append(f'printf "\\n%s:B:{i}\\n" "$K"')
-        status = 'printf "\\n%s:S:%s\\n" "$K" "$?"'
-        if fact.bounded:  # in this shell, cut here rather than in the container (Fact.bounded)
+        if fact.bounded:
             lines.append(f"{{ {fact.script()}\n  }} </dev/null 2>/dev/null; {status}")
         else:
             lines.append(
-                f"( ( {fact.script()}\n  ); {status} ) </dev/null 2>/dev/null | head -c {fact.limit() + SECTION_SLACK}"
+                f"{{ trap {q(status)} EXIT\n{fact.script()}\n  }} </dev/null 2>/dev/null"
+                f" | head -c {fact.limit() + SECTION_SLACK}"
             )
         lines.append(f'printf "\\n%s:E:{i}\\n" "$K"')
     lines.append('printf "\\n%s:END\\n" "$K"')

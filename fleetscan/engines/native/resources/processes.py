@@ -21,11 +21,13 @@ class ProcessesFact(Fact):
 
     def script(self) -> str:
         # Builtins where they exist (a scan lists many processes): `-ef` compares the namespaces and
-        # `read` takes PPid and Uid from status; the scan's own processes are not looked at.
+        # `read` takes PPid and Uid from status; the scan's own processes are not looked at. The
+        # namespace's link is read only where `-ef` is missing (or cannot stat it: then nor can it
+        # be read, and the list is unknown).
         return r"""case "$R" in /proc/*/root) ref="${R%/root}/ns/mnt";; *) ref=/proc/self/ns/mnt;; esac
-want=$(readlink "$ref" 2>/dev/null | head -c 256); [ -n "$want" ] || { echo X; exit 0; }
 if [ "$ref" -ef "$ref" ] 2>/dev/null; then same() { [ "$1" -ef "$ref" ]; }
-else same() { [ "$(readlink "$1" 2>/dev/null | head -c 256)" = "$want" ]; }; fi
+else want=$(readlink "$ref" 2>/dev/null | head -c 256); [ -n "$want" ] || { echo X; exit 0; }
+  same() { [ "$(readlink "$1" 2>/dev/null | head -c 256)" = "$want" ]; }; fi
 echo "OK $$"
 ours=" $$ "
 for d in /proc/[0-9]*; do

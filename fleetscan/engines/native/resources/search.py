@@ -81,11 +81,15 @@ class SearchFact(Fact):
             # nothing of the container is ever expanded or globbed into the command line
             valid = "$3 ~ /^[0-9]+$/ && length($3) <= 10 && $3 + 0 <= 4294967294 {print $3}"
             lines += [
-                f'ids() {{ reg "$1" {TABLE_BYTES} && head -c {TABLE_BYTES} "$p" | awk -F: {q(valid)}; }}',
-                f'for t in /etc/passwd /etc/group; do reg "$t" {TABLE_BYTES} || [ "$st" = M ] || done_ error; done',
-                'set --; for u in $(ids /etc/passwd); do [ $# -gt 0 ] && set -- "$@" -o; set -- "$@" -user "$u"; done',
+                f'ids() {{ head -c {TABLE_BYTES} "$1" | awk -F: {q(valid)}; }}',
+                "P= Q=",  # where each table is, checked once (one that cannot be read is an error)
+                f'reg /etc/passwd {TABLE_BYTES} && P=$p || [ "$st" = M ] || done_ error',
+                f'reg /etc/group {TABLE_BYTES} && Q=$p || [ "$st" = M ] || done_ error',
+                'set --; [ -n "$P" ] && for u in $(ids "$P"); do',
+                '  [ $# -gt 0 ] && set -- "$@" -o; set -- "$@" -user "$u"; done',
                 "[ $# -eq 0 ] && set -- -user 0",
-                'G=""; for g in $(ids /etc/group); do G="$G${G:+ -o }-group $g"; done; [ -z "$G" ] && G="-group 0"',
+                'G=""; [ -n "$Q" ] && for g in $(ids "$Q"); do G="$G${G:+ -o }-group $g"; done',
+                '[ -z "$G" ] && G="-group 0"',
             ]
         if self.by_line:
             pattern = self.pattern or r"-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"
