@@ -184,21 +184,21 @@ def test_refusals_are_typed_errors(answer: bytes, error: type[Exception], text: 
 
 
 def test_execs_resume_one_tls_session_read_once(demo_emulator: Emulator, tmp_path: Path) -> None:
-    """Over the emulator's HTTPS: the first exec's session is resumed by the next ones, and it is
-    read only from a connection that did not resume (each read of `SSLSocket.session` leaks)."""
+    """Over the emulator's HTTPS: the first exec's session is resumed by the next ones, also by
+    another client of the same server (each namespace's scan client), and it is read only from a
+    connection that did not resume (each read of `SSLSocket.session` leaks)."""
     from .kube_helpers import admin_kube
 
-    kube = admin_kube(demo_emulator, tmp_path)
+    kube, other = admin_kube(demo_emulator, tmp_path), admin_kube(demo_emulator, tmp_path)
     pod = kube.core.list_namespaced_pod("shop").items[0]
     path = exec_path("shop", pod.metadata.name, pod.spec.containers[0].name, ["true"], False)
-    end = kube.endpoint()
-    end.sessions.clear()
+    kube.endpoint().sessions.clear()
     resumed, kept = [], []
-    for _ in range(3):
-        ws = ExecSocket(kube.api, end, path, 10.0)
+    for client in (kube, kube, other):
+        ws = ExecSocket(client.api, client.endpoint(), path, 10.0)
         ws.open()
         resumed.append(ws._sock.session_reused)  # type: ignore[union-attr]
         ws.close()
-        kept.append(end.sessions[0])
+        kept.append(client.endpoint().sessions[0])
     assert resumed == [False, True, True]
     assert kept[0] is kept[1] is kept[2]

@@ -74,8 +74,9 @@ class Endpoint:
     tls: ssl.SSLContext | None
     sni: str
     proxy: tuple[str, int, dict[str, str]] | None  # an HTTP proxy to tunnel through (CONNECT)
-    # The last TLS session the server handed out: resuming it skips the certificate exchange and
-    # its signatures (most of a connection's CPU on both sides).
+    # The TLS session to resume: it skips the certificate exchange and its signatures (most of a
+    # connection's CPU on both sides). Shared by every identity that connects the same way (each
+    # namespace's scan client), so a new client does not start with full handshakes.
     sessions: list[ssl.SSLSession] = field(default_factory=list, compare=False)
 
     @classmethod
@@ -93,15 +94,16 @@ class Endpoint:
             if p.scheme not in ("http", "https"):
                 raise StreamDropped(f"exec through a {p.scheme} proxy is not supported; use an HTTP proxy")
             proxy = (p.hostname or "localhost", p.port or 80, dict(cfg.proxy_headers or {}))
-        return cls(
-            host,
-            url.port or (443 if secure else 80),
-            url.netloc or host,
-            url.path.rstrip("/"),
-            tls,
-            getattr(cfg, "tls_server_name", None) or host,
-            proxy,
-        )
+        port, sni = url.port or (443 if secure else 80), getattr(cfg, "tls_server_name", None) or host
+        sessions = _sessions(tls, host, port, sni) if tls is not None else []
+        return cls(host, port, url.netloc or host, url.path.rstrip("/"), tls, sni, proxy, sessions)
+
+
+@functools.lru_cache(maxsize=32)
+def _sessions(tls: ssl.SSLContext, host: str, port: int, sni: str) -> list[ssl.SSLSession]:
+    """The session store of one server reached through one TLS context (one trust and client
+    certificate: `tls_context`), whichever bearer token rides on the connection."""
+    return []
 
 
 class ExecSocket:
@@ -116,6 +118,7 @@ class ExecSocket:
         self._buf = bytearray()
         self._parts: list[bytes] = []  # a fragmented message so far
         self._part_type = OP_BINARY
+        self._offered: ssl.SSLSession | None = None  # the session this connection tried to resume
         self.protocol = ""
 
     # -- connection ---------------------------------------------------------------------------------
@@ -124,8 +127,8 @@ class ExecSocket:
         sock = self._connect(end)
         try:
             if end.tls is not None:
-                session = end.sessions[-1] if end.sessions else None
-                sock = end.tls.wrap_socket(sock, server_hostname=end.sni, session=session)
+                self._offered = end.sessions[-1] if end.sessions else None
+                sock = end.tls.wrap_socket(sock, server_hostname=end.sni, session=self._offered)
             self._sock = sock
             self._handshake(f"{end.prefix}{self._path}", end.netloc)
         except BaseException:
@@ -286,13 +289,15 @@ class ExecSocket:
     def close(self) -> None:
         if self._sock is None:
             return
-        # A session is taken only from a connection that did not resume one: each read of
-        # `SSLSocket.session` keeps about 5 KB that is never freed (CPython 3.11, measured: RSS grew
-        # with every exec), and a ticket the server accepted once it accepts again until it expires.
-        if isinstance(self._sock, ssl.SSLSocket) and not self._sock.session_reused:
-            session = self._sock.session
+        # A session is read only when the store has none or the server refused the one offered:
+        # each read of `SSLSocket.session` keeps about 5 KB that is never freed (CPython 3.11,
+        # measured: RSS grew with every exec), and a ticket the server accepted once it accepts
+        # again until it expires.
+        sock, store = self._sock, self._endpoint.sessions
+        if isinstance(sock, ssl.SSLSocket) and not sock.session_reused and (store or [None])[-1] is self._offered:
+            session = sock.session
             if session is not None and session.has_ticket:
-                self._endpoint.sessions[:] = [session]
+                store[:] = [session]
         try:
             self._sock.settimeout(1.0)
             self.send(struct.pack("!H", 1000), OP_CLOSE)
