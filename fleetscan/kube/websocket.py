@@ -294,7 +294,8 @@ class ExecSocket:
         # measured: RSS grew with every exec), and a ticket the server accepted once it accepts
         # again until it expires.
         sock, store = self._sock, self._endpoint.sessions
-        if isinstance(sock, ssl.SSLSocket) and not sock.session_reused and (store or [None])[-1] is self._offered:
+        held = store[-1] if store else None
+        if isinstance(sock, ssl.SSLSocket) and not sock.session_reused and held is self._offered:
             session = sock.session
             if session is not None and session.has_ticket:
                 store[:] = [session]
