@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peak import high_water_mb
+
 from fleetscan.engines.native.profile import load_profile
 from fleetscan.pipeline.aggregate import aggregate
 from fleetscan.results.records import TargetRecord
@@ -73,7 +75,8 @@ def aggregate_only(folder: Path) -> None:
     summary = aggregate(
         RunDir(folder, "bench"), started_at="2026-12-01T00:00:00Z", profile="container-baseline", threshold="t"
     )
-    print(json.dumps({"seconds": time.perf_counter() - start, "targets": summary.totals["targets"]}))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "targets": summary.totals["targets"], "peak_mb": high_water_mb()}))
 
 
 def main() -> None:
@@ -90,7 +93,7 @@ def main() -> None:
         synthetic_run(run, args.containers)
         generated = time.perf_counter() - start
         proc = subprocess.Popen([sys.executable, __file__, "--aggregate", str(run)], stdout=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         out = json.loads(proc.stdout.read() if proc.stdout else b"{}")
         proc.returncode = os.waitstatus_to_exitcode(status)
         sizes = {name: (run / name).stat().st_size / 2**20 for name in ("summary.json", "results.csv", "report.html")}
@@ -98,7 +101,7 @@ def main() -> None:
     print(f"report: {out['targets']} containers, {rows} control rows (generated in {generated:.0f} s)")
     print(
         f"  aggregate (records -> summary.json, results.csv, report.md, report.html): {out['seconds']:.1f} s, "
-        f"peak RSS of its process {usage.ru_maxrss / 1024:.0f} MB"
+        f"peak RSS of its process {out['peak_mb']:.0f} MB"
     )
     print("  " + ", ".join(f"{name} {mb:.1f} MB" for name, mb in sizes.items()))
 
