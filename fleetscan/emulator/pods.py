@@ -182,8 +182,7 @@ class PodRunner:
             self.runtime.destroy(sandbox)
 
     def stop_all(self) -> None:
-        for uid in list(self.sandboxes):
-            self.runtime.destroy(self.sandboxes.pop(uid))
+        self.runtime.destroy(*[self.sandboxes.pop(uid) for uid in list(self.sandboxes)])
 
     # -- restarts ---------------------------------------------------------------------------------
     def restart(self, pod: Obj, name: str) -> list[Event]:

@@ -198,12 +198,15 @@ class Emulator:
             raise self._error
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Stop serving and remove every container; waits `timeout` seconds at most (None: until
+        done, as a served cluster does before it exits: its leftovers would wait for the next
+        emulator's sweep)."""
         if self._loop is not None and self._stopped is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._stopped.set)
         if self._thread is not None:
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=timeout)
             self._thread = None
 
     def __enter__(self) -> Emulator:
@@ -224,6 +227,6 @@ class Emulator:
                 if self._thread is None or not self._thread.is_alive():
                     break
         finally:
-            self.stop()
+            self.stop(timeout=None)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
