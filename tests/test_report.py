@@ -3,10 +3,12 @@ headless Chromium (network blocked), as a person opens it."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
+from fleetscan.pipeline.aggregate import _write_csv
 from fleetscan.report.analysis import analyse
 from fleetscan.report.build import build_reports
 from fleetscan.report.frames import load_run
@@ -100,6 +102,24 @@ def test_rollups(tmp_path: Path) -> None:
     assert a.by_approach.loc["debug", "failed"] == 1
     assert set(a.by_image["image"]) == {"busybox", "acme/api:1"}
     assert a.fleet_compliance == pytest.approx((33 + 67 + 67 + 100) / 4, abs=0.1)
+
+
+def test_results_csv_is_the_same_written_in_slices(tmp_path: Path) -> None:
+    """results.csv is converted and written a slice at a time: slices of 2 rows (a slice boundary
+    inside a container's rows) give the file one slice gives, every categorical as its text."""
+    controls = load_run(monday(tmp_path)).controls
+    _write_csv(tmp_path / "whole.csv", controls)
+    _write_csv(tmp_path / "sliced.csv", controls, chunk=2)
+    whole = (tmp_path / "whole.csv").read_bytes()
+    assert whole == (tmp_path / "sliced.csv").read_bytes()
+    rows = list(csv.reader(whole.decode().splitlines()))
+    assert rows[0] == list(controls.columns) and len(rows) == 1 + 4 * 3  # header, containers x controls
+    assert rows[1][rows[0].index("namespace")] in {"shop", "pay"} and rows[1][rows[0].index("status")] in {
+        "passed",
+        "failed",
+    }
+    _write_csv(tmp_path / "empty.csv", controls.iloc[:0])
+    assert (tmp_path / "empty.csv").read_text() == whole.decode().splitlines(keepends=True)[0]
 
 
 def test_trends_and_changes_across_runs(tmp_path: Path) -> None:
