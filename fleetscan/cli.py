@@ -313,6 +313,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
         ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
     except FleetscanError as exc:
         _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", EX_ERROR)
+    from flows.ephemeral import ServerDidNotStart, temporary_server
     from flows.fleet import fleet_scan, result_of
 
     def terminated(signum: int, frame: Any) -> None:
@@ -323,8 +324,10 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
 
     signal.signal(signal.SIGTERM, terminated)
     try:
-        with progress_bar(show_progress):
+        with temporary_server(), progress_bar(show_progress):  # without PREFECT_API_URL: Prefect's own
             result = result_of(fleet_scan(params, return_state=True))
+    except ServerDidNotStart as exc:
+        _fail(f"{exc}; set PREFECT_API_URL to a running Prefect server instead", EX_ERROR)
     except Interrupted as exc:
         _interrupted(out, params.run_id, str(exc))
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from fleetscan.emulator.scenario import load_scenario, parse_scenario
 from fleetscan.emulator.server import Emulator
+from fleetscan.results.records import exit_code
 from fleetscan.settings import ScanParams
 
 from .kube_helpers import admin_kube
@@ -365,3 +366,56 @@ def test_unreachable_cluster(prefect_api: str, tmp_path: Path) -> None:
     run = cli(["scan", "--kubeconfig", str(dead), "--out", str(tmp_path / "o")], prefect_api)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 2 and "cannot reach the API server" in err and "Traceback" not in err
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Prefect API servers started for the Prefect home `home` (by its environment)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline, environ = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"prefect.server.api.server:create_app" in cmdline and f"PREFECT_HOME={home}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_without_a_prefect_server_the_scan_starts_its_own_and_leaves_none(tmp_path: Path) -> None:
+    """No PREFECT_API_URL: `fleetscan scan` runs against a temporary Prefect server in a subprocess,
+    without importing Prefect's server itself (79 MB), and no server outlives the scan, even a
+    scan killed with SIGKILL."""
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPROFILEIMPORTTIME="1")
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        args = [*FLEETSCAN, "scan", "--kubeconfig", str(kubeconfig), "--namespaces", "ok", "-q", "--output", "json"]
+        done = subprocess.run(
+            [*args, "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=240
+        )
+        summary = summary_of(tmp_path / "run")
+        assert done.returncode == exit_code(summary["totals"]) == json.loads(done.stdout)["exit_code"], done.stderr[
+            -3000:
+        ]
+        assert {t["pod"] for t in summary["targets"]} == {"a", "b"}
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "import time:" in line}
+        assert "prefect.client.orchestration" in imported  # the import log is there
+        assert "prefect.server.api.server" not in imported
+        assert _servers_of(home) == [] and leftovers(emu, tmp_path) == []
+        killed = subprocess.Popen(
+            [*args, "--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not _servers_of(home) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _servers_of(home), "no temporary server was started"
+        finally:
+            killed.kill()
+            killed.wait()
+        deadline = time.monotonic() + 30
+        while _servers_of(home) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _servers_of(home) == []  # (a killed scan's credentials are for `fleetscan gc`)

@@ -1,0 +1,119 @@
+"""Prefect's ephemeral mode without Prefect's server in this process.
+
+With no PREFECT_API_URL, Prefect starts a temporary API server in a subprocess on the first client
+call, but imports the whole server (FastAPI app, database models) into the calling process just to
+start it: 79 MB of a `fleetscan scan` that never serves an API. `temporary_server()` starts the
+same subprocess the same way (Prefect 3.9's `SubprocessASGIServer` command and environment) and
+points this process at it, so the scan process holds only Prefect's client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import prefect
+from prefect.context import refresh_global_settings_context
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_EPHEMERAL_ENABLED,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    get_current_settings,
+)
+
+TRIES = 3  # uvicorn exits when another process took the port first: another port, up to this often
+
+
+class ServerDidNotStart(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+    }
+    args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app"]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    argv = [sys.executable, "-c", _WITH_PARENT, str(os.getpid()), *args]
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+# uvicorn, ended by the kernel when this process dies (even by SIGKILL): a killed scan leaves no
+# server behind. Set in the child itself, since a preexec_fn is unsafe once threads run.
+_WITH_PARENT = """import ctypes, os, runpy, signal, sys
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)  # the parent died before the line above
+sys.argv = ["uvicorn", *sys.argv[2:]]
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
+
+def _healthy(proc: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
+    """True once the server answers; False if it exited first (its port taken)."""
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return True
+            time.sleep(0.1)
+    raise ServerDidNotStart(f"Prefect's temporary server at {url} did not answer within its startup timeout")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def temporary_server() -> Iterator[str | None]:
+    """Prefect's temporary API server for the duration of the block, as PREFECT_API_URL of this
+    process (and its threads); None, and nothing started, when a server is configured or the
+    ephemeral mode is off (Prefect then says what is missing)."""
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield None
+        return
+    deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    for _ in range(TRIES):
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        proc = _start(port)
+        try:
+            if _healthy(proc, url, deadline):
+                break
+        except BaseException:
+            _stop(proc)
+            raise
+    else:
+        raise ServerDidNotStart(f"Prefect's temporary server exited at start-up (code {proc.returncode})")
+    os.environ["PREFECT_API_URL"] = url
+    refresh_global_settings_context()  # the settings every thread falls back to, from the environment
+    try:
+        yield url
+    finally:
+        del os.environ["PREFECT_API_URL"]
+        refresh_global_settings_context()
+        _stop(proc)
