@@ -21,7 +21,7 @@ from ..results.rundir import RunDir
 from ..results.waivers import NO_WAIVERS, Waivers
 
 WORST_SHOWN = 10
-CSV_CHUNK = 50_000  # rows converted and written at a time
+CSV_CHUNK = 10_000  # rows converted and written at a time: Arrow keeps its pool at the largest
 
 
 @dataclass
