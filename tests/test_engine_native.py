@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from fleetscan.engines.native.facts import Fact
 from fleetscan.engines.native.profile import ProfileError, load_profile, parse_profile
 from fleetscan.engines.native.resources.accounts import TableFact
 from fleetscan.engines.native.resources.file import FileFact
+from fleetscan.engines.native.resources.processes import ProcessesFact, parse_processes
 from fleetscan.engines.native.resources.search import SearchFact
 from fleetscan.engines.native.script import build, complete, new_token, split
 from fleetscan.kube.client import Kube
@@ -180,6 +184,32 @@ class _Shell(Fact):
 
     def script(self) -> str:
         return self.text
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox", "bash"])
+def test_a_process_is_named_by_its_argv0_alone(shell: str) -> None:
+    """Each process's record names the last part of its argv[0], at most 256 bytes of it: a
+    newline in argv[0] is a space, and the arguments after it never show."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    argv0 = {"/usr/sbin/sshd": "sshd", "evil\nsshd": "evil sshd", "a/b c": "b c", "x" * 300: "x" * 256}
+    sleepers = {
+        subprocess.Popen([name, "30", "1"], executable=shutil.which("sleep")).pid: want for name, want in argv0.items()
+    }
+    try:
+        token = new_token()
+        argv = [shell, "sh", "-s"] if shell == "busybox" else [shell, "-s"]
+        script = build([ProcessesFact()], "", token).encode()
+        out = subprocess.run(argv, input=script, capture_output=True, check=True, timeout=60).stdout
+        procs = parse_processes(split(out, token, 1)[0].payload)
+        assert procs is not None
+        names = {p.pid: p.name for p in procs if p.pid in sleepers}
+        assert names == sleepers
+    finally:
+        for pid in sleepers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox", "bash"])

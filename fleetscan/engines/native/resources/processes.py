@@ -36,7 +36,7 @@ for d in /proc/[0-9]*; do
   { while read -r k v _; do case $k in PPid:) pp=$v;; Uid:) u=$v; break;; esac; done < "$d/status"; } 2>/dev/null
   case "$pp$u" in ''|*[!0-9]*) continue;; esac
   case "$ours" in *" $pp "*) ours="$ours$p "; continue;; esac
-  a=$(head -c 256 "$d/cmdline" 2>/dev/null | tr '\0\n' '\n ' | head -n 1)
+  a=$(head -c 256 "$d/cmdline" 2>/dev/null | tr '\0\n' '\n '); a=${a%%"$NL"*}
   printf '%s %s %s %s\0' "$p" "$pp" "$u" "${a##*/}"
 done"""
 
