@@ -112,3 +112,58 @@ def test_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 64
     assert f"{bad}:2: namespaces.0.name" in proc.stderr.decode()
     assert not (tmp_path / "kc").exists()
+
+
+# A stand-in for a container's helper: ready once its handler is set; on SIGTERM it notes that,
+# takes a moment to end its container, notes its exit and exits.
+_SLOW_HELPER = """import os, signal, sys, time
+log = sys.argv[2]
+def note(what):
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{what} {sys.argv[1]}\\n".encode()); os.close(fd)
+def ending(signum, frame):
+    note("term"); time.sleep(0.3); note("exit"); sys.exit(0)
+signal.signal(signal.SIGTERM, ending)
+note("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_cluster_shutting_down_signals_every_container_before_waiting_for_one(tmp_path: Path) -> None:
+    """Stopping many pods at once (the emulator shutting down), every container's helper is told
+    to end before the first is waited for: one after the other, 10,000 pods took minutes and the
+    emulator gave up with thousands left behind."""
+    from fleetscan.emulator.clock import Clock
+    from fleetscan.emulator.images import Image, ImageStore
+    from fleetscan.emulator.pods import PodRunner
+    from fleetscan.emulator.runtime import Container, Credentials, Runtime, Sandbox
+
+    runtime = Runtime(tmp_path / "runtime", helper=Path("/nonexistent"))  # nothing is launched
+    pods = PodRunner(runtime, ImageStore(tmp_path / "images", Path("/nonexistent")), Clock())
+    log = tmp_path / "log"
+    sandboxes = []
+    for i in range(4):
+        sandbox = Sandbox(tmp_path / "runtime" / f"pod-{i}", share_pid=False)
+        sandbox.directory.mkdir()
+        ctr = Container("c", Image("x", tmp_path, None, (), "scratch"), Credentials(), {}, "/")
+        ctr.helper = subprocess.Popen([sys.executable, "-c", _SLOW_HELPER, str(i), str(log)])
+        sandbox.containers["c"] = ctr
+        sandboxes.append(sandbox)
+        pods.sandboxes[f"uid-{i}"] = sandbox
+    try:
+        deadline = time.monotonic() + 30
+        while (log.read_text().count("ready") if log.exists() else 0) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pods.stop_all()
+        events = [line.split()[0] for line in log.read_text().splitlines() if not line.startswith("ready")]
+        assert events == ["term"] * 4 + ["exit"] * 4
+        assert all(s.containers["c"].helper.poll() == 0 for s in sandboxes)  # type: ignore[union-attr]
+        assert not any(s.directory.exists() for s in sandboxes) and pods.sandboxes == {}
+    finally:
+        for sandbox in sandboxes:
+            helper = sandbox.containers["c"].helper
+            if helper is not None and helper.poll() is None:
+                helper.kill()
+                helper.wait()
+        runtime.cgroups.close()
