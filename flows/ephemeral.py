@@ -54,8 +54,9 @@ def _start(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
-# uvicorn, ended by the kernel when this process dies (even by SIGKILL): a killed scan leaves no
-# server behind. Set in the child itself, since a preexec_fn is unsafe once threads run.
+# uvicorn, ended by the kernel when the thread that started it ends (the CLI's main thread: so when
+# the scan dies, even by SIGKILL, no server is left behind). Set in the child itself, since a
+# preexec_fn is unsafe once threads run.
 _WITH_PARENT = """import ctypes, os, runpy, signal, sys
 if sys.platform == "linux":
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
