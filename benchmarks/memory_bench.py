@@ -18,17 +18,9 @@ import time
 from pathlib import Path
 
 import scale_emulator
-from peak import high_water_mb
+from peak import high_water_mb, rss_mb
 
 PODS_PER_NAMESPACE = 50
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return next((int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")), 0.0)
-    except OSError:
-        return 0.0
 
 
 def main() -> None:

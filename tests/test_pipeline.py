@@ -396,9 +396,8 @@ def test_without_a_prefect_server_the_scan_starts_its_own_and_leaves_none(tmp_pa
             [*args, "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=240
         )
         summary = summary_of(tmp_path / "run")
-        assert done.returncode == exit_code(summary["totals"]) == json.loads(done.stdout)["exit_code"], done.stderr[
-            -3000:
-        ]
+        code = json.loads(done.stdout)["exit_code"]
+        assert done.returncode == code == exit_code(summary["totals"]), done.stderr[-3000:]
         assert {t["pod"] for t in summary["targets"]} == {"a", "b"}
         imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "import time:" in line}
         assert "prefect.client.orchestration" in imported  # the import log is there
