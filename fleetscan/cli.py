@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import typer
 
 from . import __version__
+from .heap import lean_allocators
 
 EX_USAGE = 64
 EX_ERROR = 2
@@ -561,6 +562,7 @@ _USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
 
 
 def main() -> None:
+    lean_allocators()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks
     for handler in logging.getLogger().handlers:  # the terminal shows warnings; the run's log file more

@@ -30,6 +30,7 @@ from prefect.utilities.annotations import quote
 
 from fleetscan import cancel
 from fleetscan.errors import FleetscanError, Interrupted, RunDirError
+from fleetscan.heap import lean_allocators
 from fleetscan.pipeline.progress import Tracker
 from fleetscan.pipeline.run import (
     RunResult,
@@ -152,6 +153,7 @@ def _scan_slot() -> Iterator[None]:
 
 def scan_run(params: ScanParams) -> RunResult | State[Any]:
     """The one path of every flow; its result is the RunResult, in the final state the policy gives."""
+    lean_allocators()  # a deployment's flow run is a process of its own
     _stop_scans_on_sigterm()
     if params.share and not params.aggregate and not params.dispatch:
         # A shard handing over through a share: its local run directory is scratch, gone afterwards.
