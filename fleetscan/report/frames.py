@@ -126,7 +126,7 @@ def load_run(run_dir: Path) -> RunFrames:
 
 def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable[dict[str, Any]]) -> RunFrames:
     """The run's two tables, one target at a time (each HDF, if any must be read, read once)."""
-    rows = []
+    per_container: dict[str, list[Any]] = {c: [] for c in CONTAINER_COLUMNS}  # column-wise: no dict a row
     columns = {c: _Column() for c in CONTROL_COLUMNS if c != "impact"}
     impact = array("d")
     row_fields = {name: i for i, name in enumerate(ROW_FIELDS)}
@@ -140,7 +140,8 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
 
     for t in targets:
         workload = f"{t.get('workload_kind') or 'Pod'}/{t.get('workload_name') or t['pod']}"
-        rows.append({**{k: t.get(k) for k in CONTAINER_COLUMNS}, "workload": workload})
+        for key, values in per_container.items():
+            values.append(workload if key == "workload" else t.get(key))
         controls = _rows_of(run_dir, t)
         if not controls:
             continue
@@ -162,13 +163,15 @@ def from_targets(run_dir: Path, run_id: str, finished_at: str, targets: Iterable
         if len(pending["control"]) >= BATCH_ROWS:
             flush()
     flush()
-    containers = pd.DataFrame(rows, columns=CONTAINER_COLUMNS)
+    # No targets: object columns, as the empty table always had (empty lists would make them floats).
+    containers = pd.DataFrame(per_container if per_container["namespace"] else None, columns=CONTAINER_COLUMNS)
     for column in CATEGORIES:
         if column in containers:
             containers[column] = containers[column].astype("category")
     # Every text column of the control rows categorical, pod, container and message too: as text
     # they were Arrow strings of every row (about 30 MB more at 10,000 containers while converted).
-    data = {c: columns[c].series() for c in CONTROL_COLUMNS if c != "impact"}
+    # Each column's 4-byte codes are let go once pandas has made its narrower copy.
+    data = {c: columns.pop(c).series() for c in CONTROL_COLUMNS if c != "impact"}
     data["impact"] = np.frombuffer(impact, dtype=np.float64) if len(impact) else np.array([], dtype=np.float64)
     controls_frame = pd.DataFrame({c: data[c] for c in CONTROL_COLUMNS})
     return RunFrames(run_id, finished_at, containers, controls_frame)
