@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results.files import write_text_atomic
+from ..results.files import atomic_text, write_text_atomic
 from .analysis import Analysis, analyse
 from .frames import RunFrames, load_run
 from .history import Changes, changes, default_history, record_run, trends
@@ -56,6 +56,7 @@ def build_reports(
         "waivers": waivers,
         "baseline": baseline,
     }
-    write_text_atomic(html_path, report_html(frames, analysis, trends=trends(history), **parts))
+    with atomic_text(html_path) as fh:
+        fh.writelines(report_html(frames, analysis, trends=trends(history), **parts))
     write_text_atomic(md_path, report_markdown(frames, analysis, **parts))
     return Report(frames, analysis, diff, html_path, md_path)
