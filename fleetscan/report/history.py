@@ -59,7 +59,7 @@ FINDING_COLUMNS = ["namespace", "workload", "control"]
 def findings(frames: RunFrames) -> pd.DataFrame:
     """Workload-level failing controls: a control fails a workload when it fails any of its containers."""
     failed = frames.controls[frames.controls["status"] == "failed"]
-    out = failed[FINDING_COLUMNS].astype(str).drop_duplicates()
+    out = failed[FINDING_COLUMNS].drop_duplicates().astype(str)  # categorical codes deduplicated: no text a row
     return out.sort_values(FINDING_COLUMNS).reset_index(drop=True)
 
 
@@ -69,7 +69,7 @@ def container_findings(frames: RunFrames) -> pd.DataFrame:
     c = frames.containers
     judged = c[c["outcome"].astype(str).isin(["passed", "failed"])][["namespace", "workload", "container"]]
     k = frames.controls
-    failed = k[k["status"] == "failed"][["namespace", "workload", "container", "control"]]
+    failed = k[k["status"] == "failed"][["namespace", "workload", "container", "control"]].drop_duplicates()
     out = pd.concat([judged.astype(str).assign(control=""), failed.astype(str)], ignore_index=True)
     return out.drop_duplicates().reset_index(drop=True)
 
