@@ -16,7 +16,7 @@ from typing import Any
 
 from ..results.baseline import BaselineRef, compare
 from ..results.files import atomic_text
-from ..results.records import TargetRecord, exit_code, totals
+from ..results.records import Outcome, exit_code, tally
 from ..results.rundir import RunDir
 from ..results.waivers import NO_WAIVERS, Waivers
 
@@ -32,14 +32,21 @@ class RunSummary:
     profile: str
     threshold: str
     totals: dict[str, int]
-    targets: list[dict[str, Any]]
+    # Each target as summary.json lists it (without its control rows: results.csv has those), as
+    # its JSON line: a run's end holds one string per container, not a record's objects.
+    target_lines: list[str]
     fleet_compliance: float | None = None
     namespaces: list[dict[str, Any]] = field(default_factory=list)  # worst first
     worst_controls: list[dict[str, Any]] = field(default_factory=list)  # most severe failures first
     waivers: dict[str, Any] = field(default_factory=dict)  # applied, unused and expired; counts
     baseline: dict[str, Any] = field(default_factory=dict)  # new, fixed and still failing; {} without one
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.target_lines]
+
+    def head(self) -> dict[str, Any]:
+        """summary.json without its targets."""
         return {
             "run_id": self.run_id,
             "started_at": self.started_at,
@@ -52,8 +59,10 @@ class RunSummary:
             "worst_controls": self.worst_controls,
             "waivers": self.waivers,
             "baseline": self.baseline,
-            "targets": self.targets,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.head(), "targets": self.targets}
 
     @property
     def exit_code(self) -> int:
@@ -93,19 +102,21 @@ def aggregate(
     from ..report.frames import from_targets
 
     finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    targets: list[dict[str, Any]] = []  # as summary.json lists them: without the control rows
-    records: list[TargetRecord] = []
+    lines: list[str] = []
+    outcomes: list[Outcome] = []
+    applied: dict[str, int] = {}  # waiver id: containers it was applied to
 
-    def each() -> Iterator[dict[str, Any]]:  # one record at a time: its control rows are dropped once read
+    def each() -> Iterator[dict[str, Any]]:  # one record at a time, let go once read
         for record in run.iter_records():
             yield record.to_dict()
-            record.controls = []
-            records.append(record)
-            targets.append(record.summary_dict())
+            outcomes.append(record.outcome)
+            for waiver_id in record.waivers:
+                applied[waiver_id] = applied.get(waiver_id, 0) + 1
+            lines.append(json.dumps(record.summary_dict(), separators=(", ", ": ")))
 
     frames = from_targets(run.path, run.run_id, finished_at, each())
     analysis = analyse(frames)
-    waiver_section = _waiver_section(waivers, records, frames)
+    waiver_section = _waiver_section(waivers, applied, frames)
     baseline_section = _baseline_section(baseline, frames, run.run_id) if baseline is not None else {}
     namespaces = _namespace_rows(analysis)
     if policy_reports is not None:  # YAML files here; the flow may then write them to the cluster
@@ -118,8 +129,8 @@ def aggregate(
         finished_at,
         profile,
         threshold,
-        totals(records),
-        targets,
+        tally(outcomes),
+        lines,
         analysis.fleet_compliance,
         namespaces,
         _rows(
@@ -130,7 +141,7 @@ def aggregate(
         waiver_section,
         baseline_section,
     )
-    _write_summary(run.path / "summary.json", summary.to_dict())
+    _write_summary(run.path / "summary.json", summary)
     _write_csv(run.path / "results.csv", frames.controls)
     build_reports(
         run.path,
@@ -144,15 +155,11 @@ def aggregate(
     return summary
 
 
-def _waiver_section(waivers: Waivers, records: list[TargetRecord], frames: Any) -> dict[str, Any]:
+def _waiver_section(waivers: Waivers, applied: dict[str, int], frames: Any) -> dict[str, Any]:
     """The waivers applied (to how many containers), unused and expired, and what they covered."""
-    by_waiver: dict[str, int] = {}
-    for record in records:
-        for waiver_id in record.waivers:
-            by_waiver[waiver_id] = by_waiver.get(waiver_id, 0) + 1
     waived = frames.controls["waived"].astype(str)
     return {
-        **waivers.section(by_waiver),
+        **waivers.section(applied),
         "waived_controls": int((waived != "").sum()),
         "waived_still_failing": int((waived == "failed").sum()),
     }
@@ -177,16 +184,15 @@ def _namespace_rows(analysis: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_summary(path: Path, doc: dict[str, Any]) -> None:
+def _write_summary(path: Path, summary: RunSummary) -> None:
     """summary.json indented, but its targets one per line: the indenting encoder is pure Python
     and takes seconds on a fleet's targets, which the compact C encoder writes in a fraction."""
-    targets = doc.pop("targets")
-    head = json.dumps(doc, indent=1)[:-2]  # without the closing "\n}"
+    head = json.dumps({**summary.head(), "targets": []}, indent=1)[: -len("[]\n}")]
     with atomic_text(path) as fh:
-        fh.write(head + ',\n "targets": [')
-        for i, target in enumerate(targets):
-            fh.write(("\n  " if i == 0 else ",\n  ") + json.dumps(target, separators=(", ", ": ")))
-        fh.write("\n ]\n}\n" if targets else "]\n}\n")
+        fh.write(head + "[")
+        for i, line in enumerate(summary.target_lines):
+            fh.write(("\n  " if i == 0 else ",\n  ") + line)
+        fh.write("\n ]\n}\n" if summary.target_lines else "]\n}\n")
 
 
 def _write_csv(path: Path, controls: Any, chunk: int = CSV_CHUNK) -> None:
