@@ -7,6 +7,7 @@ Called first thing by the processes that run scans (the CLI, a flow run), before
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import platform
 
@@ -25,3 +26,12 @@ def lean_allocators() -> None:
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow loads
     if platform.libc_ver()[0] == "glibc":
         ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def give_back() -> None:
+    """Before a run's end builds its tables: the garbage collected, and every malloc arena's free
+    pages returned. The scan's threads freed their buffers into arenas of their own, which the
+    thread building the tables never allocates from."""
+    gc.collect()
+    if platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).malloc_trim(0)

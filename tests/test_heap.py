@@ -53,3 +53,40 @@ def test_the_cli_puts_arrow_on_malloc_and_large_blocks_on_mmap() -> None:
 def test_a_users_own_arrow_pool_is_kept() -> None:
     env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
     assert _probe(env).split()[0] == "mimalloc"
+
+
+# A thread's malloc arena holding 40 MB it freed below a block still in use (so the arena cannot
+# simply shrink): the RSS before and after give_back().
+GIVE_BACK = """
+import ctypes, threading
+from fleetscan.heap import give_back
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 // 2**20
+
+def churn():
+    blocks = [libc.malloc(4000) for _ in range(10_000)]
+    for block in blocks:
+        ctypes.memset(block, 1, 4000)
+    for block in blocks[:-1]:
+        libc.free(block)
+
+worker = threading.Thread(target=churn)
+worker.start()
+worker.join()
+before = rss_mb()
+give_back()
+print(before, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_give_back_returns_what_a_scan_thread_freed() -> None:
+    out = subprocess.run([sys.executable, "-c", GIVE_BACK], capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    assert before - after >= 30, out.stdout  # of the 40 MB freed

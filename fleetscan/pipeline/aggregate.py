@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..heap import give_back
 from ..results.baseline import BaselineRef, compare
 from ..results.files import atomic_text
 from ..results.records import Outcome, exit_code, tally
@@ -97,6 +98,7 @@ def aggregate(
     baseline: BaselineRef | None = None,
     policy_reports: Path | None = None,
 ) -> RunSummary:
+    give_back()  # what the scan freed, before the tables are built
     from ..report.analysis import analyse  # pandas: imported when a run ends, not at start
     from ..report.build import build_reports
     from ..report.frames import from_targets
