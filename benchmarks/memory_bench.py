@@ -57,7 +57,9 @@ def main() -> None:
             wall = time.perf_counter() - start
             if proc.returncode not in (0, 1):
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise SystemExit(f"fleetscan scan failed ({proc.returncode}): {err[-2000:]}")
+                log = tmp / "run" / "fleetscan.log"  # gone with the folder: its end is shown here
+                err += log.read_text(errors="replace")[-4000:] if log.exists() else ""
+                raise SystemExit(f"fleetscan scan failed ({proc.returncode}): {err[-6000:]}")
         finally:
             server.terminate()
             server.wait(timeout=300)
