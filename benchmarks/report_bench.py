@@ -22,6 +22,7 @@ from pathlib import Path
 from peak import high_water_mb
 
 from fleetscan.engines.native.profile import load_profile
+from fleetscan.heap import lean_allocators
 from fleetscan.pipeline.aggregate import aggregate
 from fleetscan.results.records import TargetRecord
 from fleetscan.results.rundir import RunDir
@@ -70,7 +71,9 @@ def synthetic_run(folder: Path, containers: int) -> None:
 
 
 def aggregate_only(folder: Path) -> None:
-    """The child process: what the flow's aggregate task does, on the generated run."""
+    """The child process: what the flow's aggregate task does, on the generated run, in a process
+    set up as a flow run sets up its own."""
+    lean_allocators()
     start = time.perf_counter()
     summary = aggregate(
         RunDir(folder, "bench"), started_at="2026-12-01T00:00:00Z", profile="container-baseline", threshold="t"
