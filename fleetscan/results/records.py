@@ -15,7 +15,7 @@ OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
-@dataclass(slots=True)  # a run's end holds one per container: without a __dict__ each is a fifth the size
+@dataclass(slots=True)  # listed one per container (resume, completion): without a __dict__, a fifth the size
 class TargetRecord:
     namespace: str
     pod: str
