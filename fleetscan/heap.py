@@ -8,9 +8,10 @@ Called first thing by the processes that run scans (the CLI, a flow run), before
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import os
-import platform
+from typing import Any
 
 # glibc's mallopt parameter and its own starting value, set once so that it stays: by default the
 # threshold rises to the size of each large block freed (up to 32 MiB), after which blocks of that
@@ -25,8 +26,8 @@ def lean_allocators() -> None:
     large blocks from mmap, so each one freed goes back to the system. A user's own
     ARROW_DEFAULT_MEMORY_POOL is kept."""
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow loads
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if libc := _glibc():
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def give_back() -> None:
@@ -34,5 +35,15 @@ def give_back() -> None:
     pages returned. The scan's threads freed their buffers into arenas of their own, which the
     thread building the tables never allocates from."""
     gc.collect()
-    if platform.libc_ver()[0] == "glibc":
-        ctypes.CDLL(None).malloc_trim(0)
+    if libc := _glibc():
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> Any:
+    """The C library, if it is glibc (mallopt and malloc_trim are its own); None otherwise."""
+    try:
+        is_glibc = os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError):  # a C library without the name
+        is_glibc = False
+    return ctypes.CDLL(None) if is_glibc else None
