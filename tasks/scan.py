@@ -4,7 +4,10 @@ Granularity follows what was measured: one task per namespace, whose containers 
 scans inside it (one task per container drowns the API server in task-run records at fleet scale).
 No task retries: fleetscan retries each API call and exec itself, in one layer, so a failure costs a
 bounded number of tries. Timeouts live in the exec and API calls, because a task's
-`timeout_seconds` cannot interrupt blocking I/O in a worker thread.
+`timeout_seconds` cannot interrupt blocking I/O in a worker thread. No tags: a tagged task run asks
+the server for its tag limits before it starts, and on a SQLite server (the CLI's temporary one)
+that write fails ("database is locked") while others are written, so the client retries it 2 s
+later and every namespace starting then waits. Runs share limits through `fleetscan-scans`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from fleetscan.settings import ScanParams
 _COMMON: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-@task(name="plan", tags=["fleetscan", "kube-api"], **_COMMON)
+@task(name="plan", **_COMMON)
 def plan_task(setup: RunSetup) -> Plan:
     found = make_plan(setup)
     get_run_logger().info(
@@ -45,7 +48,7 @@ def plan_task(setup: RunSetup) -> Plan:
     return found
 
 
-@task(name="scan-namespace", task_run_name="scan-{namespace}", tags=["fleetscan", "scan"], **_COMMON)
+@task(name="scan-namespace", task_run_name="scan-{namespace}", **_COMMON)
 def scan_namespace_task(scanner: Scanner, namespace: str, targets: list[Target]) -> dict[str, int]:
     """Scan a namespace's containers; their records are in the run directory, so only the counts
     come back (a future keeps its result until the flow ends: records would grow with the fleet)."""

@@ -123,6 +123,26 @@ def test_workload_scan_of_one_deployment(prefect_api: str, tmp_path: Path) -> No
     assert {x["pod"] for x in summary_of(tmp_path / "w")["targets"]} == web
 
 
+def test_task_runs_carry_no_tags(prefect_api: str, tmp_path: Path) -> None:
+    """A task run with tags asks the server for its tag limits before it starts. On a SQLite server
+    (the CLI's temporary one) that write fails with "database is locked" while other writes go on,
+    and the client retries after 2 s: every namespace starting then stalled (docs/performance.md)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.fleet import fleet_scan, run_to_end
+
+    one = "namespaces:\n  - name: ok\n    pods:\n      - {name: a, containers: [{name: c, image: busybox}]}\n"
+    with Emulator(parse_scenario(one, "one.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        run_to_end(fleet_scan, ScanParams(kubeconfig=str(kubeconfig), out=str(tmp_path / "t"), run_id="untagged"))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["fleet untagged"])))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [r.id for r in runs]}))
+    assert len(runs) == 1 and {t.name.split("-")[0] for t in tasks} >= {"plan", "scan", "aggregate"}
+    assert {t.name: t.tags for t in tasks if t.tags} == {}
+
+
 def test_workload_scan_from_the_cli_as_a_ci_gate(prefect_api: str, tmp_path: Path) -> None:
     """`fleetscan scan --workload KIND/NAME --namespaces NS`: the same path, outputs and exit codes."""
     with Emulator(load_scenario("demo")) as emu:
