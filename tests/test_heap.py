@@ -10,17 +10,34 @@ import sys
 
 import pytest
 
-# After `fleetscan version` ran through the CLI's entry point in this interpreter: Arrow's pool, and
-# whether a 1 MiB block malloc'd after another one was freed still comes from mmap. glibc's
-# default raises its mmap threshold to the size freed, so the second block would come from the heap.
-PROBE = """
-import ctypes, sys
+# How each scan process starts, in a fresh interpreter: the CLI's entry point, and a flow run (a
+# deployment's runs in a process of its own), which fails here for want of a Prefect flow context,
+# after its first line.
+STARTS = {
+    "cli": """
+import sys
 from fleetscan import cli
 sys.argv = ["fleetscan", "version"]
 try:
     cli.main()
 except SystemExit:
     pass
+""",
+    "flow": """
+from flows.fleet import scan_run
+from fleetscan.settings import ScanParams
+try:
+    scan_run(ScanParams())
+except Exception:
+    pass
+""",
+}
+
+# Then: Arrow's pool, and whether a 1 MiB block malloc'd after another one was freed still comes
+# from mmap. glibc's default raises its mmap threshold to the size freed, so the second block would
+# come from the heap.
+PROBE = """
+import ctypes
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -40,26 +57,32 @@ print(pyarrow.default_memory_pool().backend_name, "mmap" if mapped else "heap")
 """
 
 
-def _probe(env: dict[str, str] | None = None) -> str:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, env=env)
+def _probe(start: str = "cli", env: dict[str, str] | None = None) -> str:
+    code = STARTS[start] + PROBE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return out.stdout.split("\n")[-2]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and mallinfo2 are glibc's")
-def test_the_cli_puts_arrow_on_malloc_and_large_blocks_on_mmap() -> None:
-    assert _probe() == "system mmap"
+@pytest.mark.parametrize("start", sorted(STARTS))
+def test_a_scan_process_puts_arrow_on_malloc_and_large_blocks_on_mmap(start: str) -> None:
+    assert _probe(start) == "system mmap"
 
 
 def test_a_users_own_arrow_pool_is_kept() -> None:
     env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
-    assert _probe(env).split()[0] == "mimalloc"
+    assert _probe(env=env).split()[0] == "mimalloc"
 
 
 # A thread's malloc arena holding 40 MB it freed below a block still in use (so the arena cannot
-# simply shrink): the RSS before and after give_back().
+# simply shrink): the RSS before and after give_back(), or a run's end (an empty run, its modules
+# imported and its first call made beforehand, so they add nothing to the count).
 GIVE_BACK = """
-import ctypes, threading
+import ctypes, sys, tempfile, threading
+from pathlib import Path
 from fleetscan.heap import give_back
+from fleetscan.pipeline.aggregate import aggregate
+from fleetscan.results.rundir import RunDir
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -76,17 +99,25 @@ def churn():
     for block in blocks[:-1]:
         libc.free(block)
 
-worker = threading.Thread(target=churn)
-worker.start()
-worker.join()
-before = rss_mb()
-give_back()
-print(before, rss_mb())
+with tempfile.TemporaryDirectory() as name:
+    (Path(name) / "r").mkdir()
+    run = RunDir(Path(name) / "r", "r")
+    def end():
+        aggregate(run, started_at="2026-12-02T00:00:00Z", profile="p", threshold="t")
+    end()
+    worker = threading.Thread(target=churn)
+    worker.start()
+    worker.join()
+    before = rss_mb()
+    {"give_back": give_back, "run_end": end}[sys.argv[1]]()
+    print(before, rss_mb())
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
-def test_give_back_returns_what_a_scan_thread_freed() -> None:
-    out = subprocess.run([sys.executable, "-c", GIVE_BACK], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("call", ["give_back", "run_end"])
+def test_what_a_scan_thread_freed_is_given_back(call: str) -> None:
+    cmd = [sys.executable, "-c", GIVE_BACK, call]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     before, after = map(int, out.stdout.split())
     assert before - after >= 30, out.stdout  # of the 40 MB freed
