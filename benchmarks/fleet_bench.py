@@ -5,7 +5,8 @@ in one run on one emulated fleet (single-container pods spread over nodes). Noth
 2. latency hiding: the fleet flow at two injected exec latencies, with a one-control profile so
    the containers' own work does not hide the orchestration: wall/ideal, where ideal is the larger
    of the latency bound (execs x latency / concurrency) and what the emulator and containers cost
-   this machine's cores (the scanner's own CPU counts against fleetscan, never in the ideal);
+   this machine's cores (the scanner's own CPU counts against fleetscan, never in the ideal), and
+   how busy the cores were (near 100 %: the wall is what the machine can do, not a wait);
 3. end to end through the CLI (`fleetscan scan`, bundled profile): containers per second, exec
    calls and API requests per container, that process's CPU and peak RSS (from its own resource
    usage), the emulator's and containers' CPU per exec, peak scans per node at once;
@@ -66,6 +67,18 @@ def _cpu_of(pid: int) -> tuple[float, float]:
     return (int(v[11]) + int(v[12])) / tick, (int(v[13]) + int(v[14])) / tick
 
 
+def _machine() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat (idle and iowait not busy)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def _busy_since(start: tuple[int, int]) -> float:
+    """How busy the machine's cores were since `start` (a _machine() reading), 0 to 1."""
+    busy, total = _machine()
+    return (busy - start[0]) / max(1, total - start[1])
+
+
 def _own_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -104,6 +117,7 @@ class Measured:
     node_peak: int
     overall_peak: int
     totals: dict[str, int]
+    busy: float  # of the machine's cores, 0 to 1
 
 
 def exec_latency(kube: Kube, samples: int = 20) -> float:
@@ -150,9 +164,9 @@ def scan_flow(fleet: Fleet, tmp: Path, name: str, namespaces: list[str], **param
     )
     scan = scan.model_copy(update=params)
     fleet.emu.clear_audit()
-    (s0, c0), me0, t0 = fleet.emulator_cpu(), _own_cpu(), time.perf_counter()
+    (s0, c0), me0, t0, cores = fleet.emulator_cpu(), _own_cpu(), time.perf_counter(), _machine()
     result = run_to_end(fleet_scan, scan)
-    (s1, c1), me1, t1 = fleet.emulator_cpu(), _own_cpu(), time.perf_counter()
+    (s1, c1), me1, t1, busy = fleet.emulator_cpu(), _own_cpu(), time.perf_counter(), _busy_since(cores)
     audit = fleet.emu.audit()
     execs, node_peak, overall_peak = _exec_peaks(fleet, audit)
     return Measured(
@@ -166,6 +180,7 @@ def scan_flow(fleet: Fleet, tmp: Path, name: str, namespaces: list[str], **param
         node_peak,
         overall_peak,
         result.totals,
+        busy,
     )
 
 
@@ -188,7 +203,7 @@ def latency_hiding(fleet: Fleet, tmp: Path, containers: int, latency: float, con
         f"   wall {m.wall:.1f} s; ideal {ideal:.1f} s (latency bound {latency_bound:.1f} s, emulator and "
         f"containers' CPU over {CORES} cores {machine_bound:.1f} s); wall/ideal {m.wall / ideal:.2f}; "
         f"{m.overall_peak} execs in flight at most; scanner CPU {1000 * m.scanner_cpu / m.containers:.1f} ms "
-        f"per container; outcomes {m.totals}"
+        f"per container; the {CORES} cores {100 * m.busy:.0f}% busy; outcomes {m.totals}"
     )
 
 
@@ -202,7 +217,7 @@ def cli_end_to_end(fleet: Fleet, tmp: Path, containers: int) -> float:
     cmd += ["--namespaces", ",".join(namespaces)]
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     fleet.emu.clear_audit()
-    (s0, c0), start = fleet.emulator_cpu(), time.perf_counter()
+    (s0, c0), start, cores = fleet.emulator_cpu(), time.perf_counter(), _machine()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     while True:  # its own peak, read while it runs (high_water_mb)
@@ -211,7 +226,7 @@ def cli_end_to_end(fleet: Fleet, tmp: Path, containers: int) -> float:
             break
         peak = max(peak, high_water_mb(proc.pid))
         time.sleep(0.05)
-    wall = time.perf_counter() - start
+    wall, busy = time.perf_counter() - start, _busy_since(cores)
     (s1, c1), audit = fleet.emulator_cpu(), fleet.emu.audit()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
@@ -221,7 +236,7 @@ def cli_end_to_end(fleet: Fleet, tmp: Path, containers: int) -> float:
     execs, node_peak, overall_peak = _exec_peaks(fleet, audit)
     print(
         f"3. `fleetscan scan --concurrency 32`, {n} single-container pods, bundled profile: wall {wall:.1f} s "
-        f"(start-up included), {n / wall:.1f} containers/s\n"
+        f"(start-up included), {n / wall:.1f} containers/s; the {CORES} cores {100 * busy:.0f}% busy\n"
         f"   per container: {execs / n:.2f} exec calls, {len(audit) / n:.2f} API requests; the fleetscan "
         f"process's CPU {1000 * (usage.ru_utime + usage.ru_stime) / n:.1f} ms (start-up, flow, Prefect and "
         f"reports included), peak RSS {peak:.0f} MB\n"
