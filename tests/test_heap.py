@@ -1,5 +1,5 @@
 """The scan processes' allocators: Arrow on malloc, and malloc's large blocks on mmap for good (so a
-run's end gives its tables back). Each check runs in a fresh interpreter, as the CLI starts."""
+run's end gives its tables back). Each check runs in a fresh interpreter, as a scan process starts."""
 
 from __future__ import annotations
 
