@@ -4,10 +4,11 @@ Granularity follows what was measured: one task per namespace, whose containers 
 scans inside it (one task per container drowns the API server in task-run records at fleet scale).
 No task retries: fleetscan retries each API call and exec itself, in one layer, so a failure costs a
 bounded number of tries. Timeouts live in the exec and API calls, because a task's
-`timeout_seconds` cannot interrupt blocking I/O in a worker thread. No tags: a tagged task run asks
-the server for its tag limits before it starts, and on a SQLite server (the CLI's temporary one)
-that write fails ("database is locked") while others are written, so the client retries it 2 s
-later and every namespace starting then waits. Runs share limits through `fleetscan-scans`.
+`timeout_seconds` cannot interrupt blocking I/O in a worker thread. No tags: a tagged task run acquires
+its tag limits on the server before it starts, limit or not; on a SQLite server (the CLI's
+temporary one) that acquisition fails ("database is locked") when another write lands between its
+read and its write, Prefect's client tries again 2 s later, and every namespace starting then
+waits. Runs share limits through `fleetscan-scans` (flows/fleet.py).
 """
 
 from __future__ import annotations
