@@ -20,14 +20,13 @@ from collections.abc import Iterator
 import httpx
 import prefect
 from prefect.context import refresh_global_settings_context
-from prefect.settings import (
-    PREFECT_API_URL,
-    PREFECT_SERVER_EPHEMERAL_ENABLED,
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-    get_current_settings,
-)
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
 
 TRIES = 3  # uvicorn exits when another process took the port first: another port, up to this often
+# Seconds the server may take to answer, unless PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+# says otherwise: its first start migrates a new database, 9 s on this idle 2-core machine and 19 s
+# beside four busy processes, too close to Prefect's own 20 s default for a first scan.
+STARTUP_TIMEOUT = 120.0
 
 
 class ServerDidNotStart(RuntimeError):
@@ -67,7 +66,14 @@ runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
 
 
-def _healthy(proc: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
+def _startup_timeout() -> float:
+    ephemeral = get_current_settings().server.ephemeral
+    if "startup_timeout_seconds" in ephemeral.model_fields_set:  # the user's own, from env or profile
+        return float(ephemeral.startup_timeout_seconds)
+    return STARTUP_TIMEOUT
+
+
+def _healthy(proc: subprocess.Popen[bytes], url: str, deadline: float, timeout: float) -> bool:
     """True once the server answers; False if it exited first (its port taken)."""
     with httpx.Client(timeout=2) as client:
         while time.monotonic() < deadline:
@@ -77,7 +83,10 @@ def _healthy(proc: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
                 if client.get(f"{url}/health").status_code == 200:
                     return True
             time.sleep(0.1)
-    raise ServerDidNotStart(f"Prefect's temporary server at {url} did not answer within its startup timeout")
+    raise ServerDidNotStart(
+        f"Prefect's temporary server at {url} did not answer within {timeout:g} s "
+        "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -97,13 +106,14 @@ def temporary_server() -> Iterator[str | None]:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         yield None
         return
-    deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    timeout = _startup_timeout()
+    deadline = time.monotonic() + timeout
     for _ in range(TRIES):
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
         proc = _start(port)
         try:
-            if _healthy(proc, url, deadline):
+            if _healthy(proc, url, deadline, timeout):
                 break
         except BaseException:
             _stop(proc)

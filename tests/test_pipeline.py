@@ -401,6 +401,27 @@ def _servers_of(home: Path) -> list[int]:
     return found
 
 
+def test_the_temporary_server_waits_for_a_first_start_unless_told_otherwise(tmp_path: Path) -> None:
+    """A new database's migrations can outlast Prefect's 20 s default on a busy machine, so the
+    scan waits longer by default; a user's own PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    still wins, and when it runs out the scan says so and leaves no server behind."""
+    from flows.ephemeral import STARTUP_TIMEOUT, _startup_timeout
+
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ
+    assert _startup_timeout() == STARTUP_TIMEOUT >= 60
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    with Emulator(parse_scenario(SMALL, "small.yaml")) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kc")
+        args = ["scan", "--kubeconfig", str(kubeconfig), "--namespaces", "ok", "-q", "--out", str(tmp_path / "run")]
+        done = subprocess.run([*FLEETSCAN, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert "did not answer within 1 s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert _servers_of(home) == [] and leftovers(emu, tmp_path) == []
+
+
 @pytest.mark.slow
 def test_without_a_prefect_server_the_scan_starts_its_own_and_leaves_none(tmp_path: Path) -> None:
     """No PREFECT_API_URL: `fleetscan scan` runs against a temporary Prefect server in a subprocess,
@@ -415,6 +436,8 @@ def test_without_a_prefect_server_the_scan_starts_its_own_and_leaves_none(tmp_pa
         done = subprocess.run(
             [*args, "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=240
         )
+        said = "\n".join(line for line in done.stderr.splitlines() if "import time:" not in line)
+        assert (tmp_path / "run" / "summary.json").exists(), f"exit {done.returncode}: {said[-3000:]}"
         summary = summary_of(tmp_path / "run")
         code = json.loads(done.stdout)["exit_code"]
         assert done.returncode == code == exit_code(summary["totals"]), done.stderr[-3000:]
