@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,11 @@ DATA = Path(__file__).parent / "data"
 tempfile.gettempdir()
 SESSION_TMP = Path(tempfile.mkdtemp(prefix="fleetscan-tests-"))
 os.environ["TMPDIR"] = str(SESSION_TMP)
+
+# A suite started as a shell's background job inherits SIGINT ignored, and so would every process
+# it starts: a Prefect worker turns SIGTERM into a SIGINT to itself, and would then never stop.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def leftovers() -> list[str]:
