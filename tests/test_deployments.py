@@ -369,10 +369,19 @@ def test_fleet_scan_sharded_over_two_workers(server: dict[str, str], tmp_path: P
     assert all(n > 0 for n in picked), picked  # both workers ran shards
 
 
+# How a shell starts a background job (`worker.sh &`): with SIGINT ignored.
+AS_BACKGROUND_JOB = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def test_process_recipe_registers_and_starts_a_worker(server: dict[str, str]) -> None:
-    env = dict(server, PREFECT=str(BIN / "prefect"))
+    """worker.sh registers the deployments and starts a worker that SIGTERM stops, even started as
+    a background job."""
+    env = dict(server, PREFECT=str(BIN / "prefect"), PYTHON=sys.executable)
     script = ROOT / "deployments" / "process" / "worker.sh"
-    with subprocess.Popen([str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    argv = [sys.executable, "-c", AS_BACKGROUND_JOB, str(script)]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         try:
 
             def worker_up() -> bool:
@@ -389,7 +398,11 @@ def test_process_recipe_registers_and_starts_a_worker(server: dict[str, str]) ->
                 names = {d.name for d in c.read_deployments()}
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # (the script ends by becoming the worker: the same process)
+                raise
     assert {"fleet-scan-nightly", "fleet-scan", "namespace-scan", "workload-scan-on-deploy"} <= names
 
 

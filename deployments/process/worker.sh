@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 pool=fleetscan
 prefect="${PREFECT:-.venv/bin/prefect}"
+python="${PYTHON:-.venv/bin/python}"
 : "${PREFECT_API_URL:?set PREFECT_API_URL to your Prefect server, e.g. http://prefect.internal:4200/api}"
 export FLEETSCAN_HOME="$PWD"            # where the pull step in prefect.yaml finds the code
 
@@ -17,4 +18,8 @@ if ! "$prefect" work-pool inspect "$pool" >/dev/null 2>&1; then
 fi
 "$prefect" --no-prompt deploy --all     # idempotent: updates the deployments in place
 # Flow runs this machine starts at once (each fleet scan is itself concurrent; 4 suits 2-4 cores).
-exec "$prefect" worker start --pool "$pool" --limit "${FLEETSCAN_WORKER_LIMIT:-4}"
+# Started as a background job (`worker.sh &`), the worker inherits SIGINT ignored; it stops on
+# SIGTERM by sending itself a SIGINT, so it would never stop. A shell cannot un-ignore a signal:
+# Python restores it, then becomes the worker.
+exec "$python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+  "$prefect" worker start --pool "$pool" --limit "${FLEETSCAN_WORKER_LIMIT:-4}"
