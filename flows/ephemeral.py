@@ -20,7 +20,13 @@ from collections.abc import Iterator
 import httpx
 import prefect
 from prefect.context import refresh_global_settings_context
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_SERVER_EPHEMERAL_ENABLED,
+    get_current_settings,
+    temporary_settings,
+)
 
 TRIES = 3  # uvicorn exits when another process took the port first: another port, up to this often
 # Seconds the server may take to answer, unless PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
@@ -123,7 +129,11 @@ def temporary_server() -> Iterator[str | None]:
     os.environ["PREFECT_API_URL"] = url
     refresh_global_settings_context()  # the settings every thread falls back to, from the environment
     try:
-        yield url
+        # No flow run heartbeats: they let a server's automations find crashed runs, and nothing
+        # watches a server that ends with the scan. Each costs the flow run's end up to a second
+        # (Prefect's heartbeat thread sleeps in whole seconds and is joined when the flow ends).
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield url
     finally:
         del os.environ["PREFECT_API_URL"]
         refresh_global_settings_context()

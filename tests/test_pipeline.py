@@ -422,6 +422,35 @@ def test_the_temporary_server_waits_for_a_first_start_unless_told_otherwise(tmp_
         assert _servers_of(home) == [] and leftovers(emu, tmp_path) == []
 
 
+_HEARTBEAT_PROBE = """
+from prefect import flow
+from prefect.settings import get_current_settings
+from flows.ephemeral import temporary_server
+
+@flow
+def probe() -> object:
+    return get_current_settings().flows.heartbeat_frequency
+
+with temporary_server() as url:
+    print(url is not None, probe())
+print(get_current_settings().flows.heartbeat_frequency)
+"""
+
+
+@pytest.mark.slow
+def test_flow_runs_on_the_temporary_server_send_no_heartbeats(tmp_path: Path) -> None:
+    """Nothing watches the heartbeats of a server that ends with the scan, and ending them costs
+    each flow run up to a second; outside the temporary server Prefect's default is back."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="CRITICAL")
+    done = subprocess.run(
+        [sys.executable, "-c", _HEARTBEAT_PROBE], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "None", "180"]
+    assert _servers_of(tmp_path / "prefect") == []
+
+
 @pytest.mark.slow
 def test_without_a_prefect_server_the_scan_starts_its_own_and_leaves_none(tmp_path: Path) -> None:
     """No PREFECT_API_URL: `fleetscan scan` runs against a temporary Prefect server in a subprocess,
