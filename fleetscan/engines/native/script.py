@@ -28,16 +28,18 @@ from .facts import Fact, q
 SECTION_SLACK = 128  # bytes of a section beyond its fact's limit: its status line
 NO_ROOT = "NOROOT"
 
-# `rp PATH` sets $_r to where a container path is under $R, every link resolved inside the
-# container, or fails (loop, unreadable link). It runs in the caller's shell (no fork per path:
-# resolution is most of what a fact does), so its own variables all start with `_`. What a tool
-# prints into a variable is cut first (`head -c`): a lying `readlink` or `stat` in the container
-# must not grow the scan's shell.
+# `rp PATH [DIR LINKS]` sets $_r to where a container path is under $R, every link resolved inside
+# the container, or fails (loop, unreadable link); $_d is then that path in the container. A
+# relative PATH starts at DIR (a $_d; default the root) with LINKS links already followed. It runs
+# in the caller's shell (no fork per path: resolution is most of what a fact does), so its own
+# variables all start with `_`. What a tool prints into a variable is cut first (`head -c`): a
+# lying `readlink` or `stat` in the container must not grow the scan's shell.
 # `reg PATH LIMIT` succeeds when PATH is a regular file of at most LIMIT bytes outside the
 # virtual filesystems and readable, with its location in $p; otherwise $st says why: M missing,
 # U unreadable, N not a regular file, T too large, V virtual (/proc, /sys, /dev), X unresolvable.
 PRELUDE = r"""rp() {
-  _t=$1 _d= _n=0
+  _t=$1 _d=${2-} _n=${3:-0}
+  case $_t in /*) _d=;; esac
   while :; do
     while :; do case $_t in /*) _t=${_t#/};; *) break;; esac; done
     [ -z "$_t" ] && break

@@ -36,15 +36,16 @@ class FileFact(Fact):
         # The parent directory is resolved inside the container's root, the last component is
         # examined as it is: L (a symlink: its own lstat; S, the stat of what it resolves to inside
         # the root; T:, its raw target), F (anything else), M (missing), U (a parent is not
-        # searchable), X (the path cannot be resolved: a link loop).
+        # searchable), X (the path cannot be resolved: a link loop). A link's target is resolved
+        # from the parent already resolved, its first link already read (each read costs forks).
         return f"""x={q(self.path)}
 b=${{x##*/}}; u=${{x%/*}}
 if ! rp "${{u:-/}}"; then echo X
-else d=$_r
+else d=$_r pd=$_d
 if [ -z "$b" ]; then f=$d; else f=${{d%/}}/$b; fi
 if [ -L "$f" ]; then printf 'L '; {_STAT} "$f"
   l=$(readlink "$f" | head -c 4097; echo .); l=${{l%.}}; l=${{l%"$NL"}}
-  rp "$x" && {{ r=$_r; [ -e "$r" ] && {{ printf 'S '; {_STAT} "$r"; }}; }}
+  [ -n "$l" ] && rp "$l" "$pd" 1 && {{ r=$_r; [ -e "$r" ] && {{ printf 'S '; {_STAT} "$r"; }}; }}
   printf 'T:%s' "$l"
 elif [ -e "$f" ]; then printf 'F '; {_STAT} "$f"
 elif [ -d "$d" ] && [ ! -x "$d" ]; then echo U
