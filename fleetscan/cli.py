@@ -15,12 +15,15 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
 from . import __version__
 from .heap import lean_allocators
+
+if TYPE_CHECKING:
+    from flows.ephemeral import TemporaryServer
 
 EX_USAGE = 64
 EX_ERROR = 2
@@ -293,6 +296,18 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from scans
     if not verbose:  # fleetscan reports outcomes and errors itself; Prefect's own logs are for --verbose
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from flows.ephemeral import TemporaryServer
+
+    # Without PREFECT_API_URL, Prefect's temporary server starts now: its 3-4 s overlap the checks
+    # and imports below. A failed check stops it.
+    server = TemporaryServer().start()
+    try:
+        return _run_scan(params, server, show_progress=show_progress, verbose=verbose)
+    finally:
+        server.stop()
+
+
+def _run_scan(params: Any, server: TemporaryServer, *, show_progress: bool, verbose: bool) -> Any:
     from . import cancel
     from .console import progress_bar
     from .errors import FleetscanError, Interrupted, ResultsError, RunDirError, UsageError
@@ -314,7 +329,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
         ephemeral_containers_supported(kube)  # one cheap call: is the cluster there at all?
     except FleetscanError as exc:
         _fail(f"{exc}\ncheck --kubeconfig/--context and that the cluster is reachable", EX_ERROR)
-    from flows.ephemeral import ServerDidNotStart, temporary_server
+    from flows.ephemeral import ServerDidNotStart
     from flows.fleet import fleet_scan, result_of
 
     def terminated(signum: int, frame: Any) -> None:
@@ -325,7 +340,7 @@ def run_scan(params: Any, *, show_progress: bool, verbose: bool) -> Any:
 
     signal.signal(signal.SIGTERM, terminated)
     try:
-        with temporary_server(), progress_bar(show_progress):  # without PREFECT_API_URL: Prefect's own
+        with server.serving(), progress_bar(show_progress):  # without PREFECT_API_URL: Prefect's own
             result = result_of(fleet_scan(params, return_state=True))
     except ServerDidNotStart as exc:
         _fail(f"{exc}; set PREFECT_API_URL to a running Prefect server instead", EX_ERROR)

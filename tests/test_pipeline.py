@@ -422,6 +422,52 @@ def test_the_temporary_server_waits_for_a_first_start_unless_told_otherwise(tmp_
         assert _servers_of(home) == [] and leftovers(emu, tmp_path) == []
 
 
+def test_a_scan_that_stops_early_stops_its_temporary_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without PREFECT_API_URL the server starts before the scan's checks, so its start-up overlaps
+    them; a check that fails (a profile that does not exist, a cluster that does not answer) stops
+    it: no server outlives the call, in a process that goes on (the kernel ends it when the
+    process ends)."""
+    import threading
+
+    import typer
+
+    from fleetscan.cli import run_scan
+
+    home = tmp_path / "prefect"
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "CRITICAL")):
+        monkeypatch.setenv(name, value)  # run_scan's defaults, restored after the test
+    dead = tmp_path / "dead.kubeconfig"
+    dead.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+    )
+    cases = [({"profile": str(tmp_path / "none.yml")}, 64), ({}, 2)]
+    for extra, code in cases:
+        params = ScanParams(kubeconfig=str(dead), out=str(tmp_path / f"o{code}"), run_id="early", **extra)
+        seen: list[int] = []
+        done = threading.Event()
+
+        def watch(seen: list[int], done: threading.Event) -> None:
+            while not done.is_set() and not seen:
+                seen.extend(_servers_of(home))
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch, args=(seen, done))
+        watcher.start()
+        try:
+            with pytest.raises(typer.Exit) as stopped:
+                run_scan(params, show_progress=False, verbose=False)
+        finally:
+            done.set()
+            watcher.join()
+        assert stopped.value.exit_code == code
+        assert seen, "the temporary server was not started before the checks"
+        assert _servers_of(home) == []
+
+
 _HEARTBEAT_PROBE = """
 from prefect import flow
 from prefect.settings import get_current_settings
