@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import socket
 import subprocess
@@ -26,6 +27,8 @@ TRIES = 3  # uvicorn exits when another process took the port first: another por
 # says otherwise: its first start migrates a new database, 9 s on this idle 2-core machine and 19 s
 # beside four busy processes, too close to Prefect's own 20 s default for a first scan.
 STARTUP_TIMEOUT = 120.0
+
+log = logging.getLogger(__name__)
 
 
 class ServerDidNotStart(RuntimeError):
@@ -117,6 +120,7 @@ class TemporaryServer:
         if self._proc is None:
             self._port = _free_port()
             self._proc = _start(self._port)
+            log.info("Prefect's temporary server starting: pid %d, port %d", self._proc.pid, self._port)
         return self._proc
 
     def start(self) -> TemporaryServer:

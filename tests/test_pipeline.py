@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -422,13 +424,14 @@ def test_the_temporary_server_waits_for_a_first_start_unless_told_otherwise(tmp_
         assert _servers_of(home) == [] and leftovers(emu, tmp_path) == []
 
 
-def test_a_scan_that_stops_early_stops_its_temporary_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_scan_that_stops_early_stops_its_temporary_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Without PREFECT_API_URL the server starts before the scan's checks, so its start-up overlaps
     them; a check that fails (a profile that does not exist, a cluster that does not answer) stops
     it: no server outlives the call, in a process that goes on (the kernel ends it when the
-    process ends)."""
-    import threading
-
+    process ends). The started server's pid comes from the log, since a check can fail sooner
+    than a watcher of /proc sees it."""
     import typer
 
     from fleetscan.cli import run_scan
@@ -438,6 +441,7 @@ def test_a_scan_that_stops_early_stops_its_temporary_server(tmp_path: Path, monk
     monkeypatch.setenv("PREFECT_HOME", str(home))
     for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("PREFECT_LOGGING_LEVEL", "CRITICAL")):
         monkeypatch.setenv(name, value)  # run_scan's defaults, restored after the test
+    caplog.set_level(logging.INFO, logger="flows.ephemeral")
     dead = tmp_path / "dead.kubeconfig"
     dead.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
@@ -446,25 +450,14 @@ def test_a_scan_that_stops_early_stops_its_temporary_server(tmp_path: Path, monk
     )
     cases = [({"profile": str(tmp_path / "none.yml")}, 64), ({}, 2)]
     for extra, code in cases:
+        caplog.clear()
         params = ScanParams(kubeconfig=str(dead), out=str(tmp_path / f"o{code}"), run_id="early", **extra)
-        seen: list[int] = []
-        done = threading.Event()
-
-        def watch(seen: list[int], done: threading.Event) -> None:
-            while not done.is_set() and not seen:
-                seen.extend(_servers_of(home))
-                time.sleep(0.01)
-
-        watcher = threading.Thread(target=watch, args=(seen, done))
-        watcher.start()
-        try:
-            with pytest.raises(typer.Exit) as stopped:
-                run_scan(params, show_progress=False, verbose=False)
-        finally:
-            done.set()
-            watcher.join()
+        with pytest.raises(typer.Exit) as stopped:
+            run_scan(params, show_progress=False, verbose=False)
         assert stopped.value.exit_code == code
-        assert seen, "the temporary server was not started before the checks"
+        started = [int(m[1]) for r in caplog.records if (m := re.search(r"server starting: pid (\d+)", r.getMessage()))]
+        assert len(started) == 1, "the temporary server was not started before the checks"
+        assert not Path(f"/proc/{started[0]}").exists(), "the temporary server outlived the scan"
         assert _servers_of(home) == []
 
 
