@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleetscan.emulator.scenario import parse_scenario
 from fleetscan.emulator.server import Emulator
+from fleetscan.pipeline.aggregate import aggregate
 from fleetscan.report.metrics import export, registry_of
+from fleetscan.results.hdf import now_iso
+from fleetscan.results.rundir import RunDir
 
 from .http_sink import http_sink
 from .kube_helpers import unreachable_kubeconfig
@@ -83,6 +89,19 @@ def test_the_metrics_file_says_what_the_summary_says(scanned: tuple[dict[str, An
     assert labels == {"namespace", "outcome", "severity", "workload"}  # never pod or container
 
 
+def test_a_run_of_under_a_second_has_a_duration(tmp_path: Path) -> None:
+    """started_at and finished_at are both kept to the millisecond, so a run that ends within the
+    second it started in still ends after it started."""
+    (tmp_path / "r").mkdir()
+    run = RunDir(tmp_path / "r", "r")
+    aggregate(run, started_at=now_iso(), profile="p", threshold="t")  # its imports, once
+    started = now_iso()
+    summary = aggregate(run, started_at=started, profile="p", threshold="t").to_dict()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", summary["finished_at"])
+    assert datetime.fromisoformat(summary["finished_at"]) > datetime.fromisoformat(started)
+    assert samples(generate_latest(registry_of(summary)).decode())["fleetscan_scan_duration_seconds"][()] > 0
+
+
 @pytest.mark.slow
 def test_the_pushgateway_gets_the_same_registry(scanned: tuple[dict[str, Any], str, list[Any]]) -> None:
     _, text, requests = scanned
@@ -94,8 +113,6 @@ def test_the_pushgateway_gets_the_same_registry(scanned: tuple[dict[str, Any], s
 @pytest.mark.slow
 def test_per_workload_series_are_opt_in(scanned: tuple[dict[str, Any], str, list[Any]], tmp_path: Path) -> None:
     summary, _, _ = scanned
-    from prometheus_client import generate_latest
-
     m = samples(generate_latest(registry_of(summary)).decode())
     assert not [name for name in m if "workload" in name]
     # a Pushgateway that is down: the file is still written, the problem is returned, nothing raises

@@ -10,13 +10,13 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..heap import give_back
 from ..results.baseline import BaselineRef, compare
 from ..results.files import atomic_text
+from ..results.hdf import now_iso
 from ..results.records import Outcome, exit_code, tally
 from ..results.rundir import RunDir
 from ..results.waivers import NO_WAIVERS, Waivers
@@ -103,7 +103,7 @@ def aggregate(
     from ..report.build import build_reports
     from ..report.frames import from_targets
 
-    finished_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    finished_at = now_iso()  # to the millisecond, as started_at: a small run takes under a second
     lines: list[str] = []
     outcomes: list[Outcome] = []
     applied: dict[str, int] = {}  # waiver id: containers it was applied to
