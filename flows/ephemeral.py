@@ -151,9 +151,9 @@ class TemporaryServer:
             self.stop()
             yield None
             return
-        timeout = _startup_timeout()
-        deadline = time.monotonic() + timeout
         try:
+            timeout = _startup_timeout()
+            deadline = time.monotonic() + timeout
             for _ in range(TRIES):
                 proc = self._launch()
                 url = f"http://127.0.0.1:{self._port}/api"
@@ -180,9 +180,5 @@ class TemporaryServer:
 @contextlib.contextmanager
 def temporary_server() -> Iterator[str | None]:
     """Start the server and serve with it for the block (see `TemporaryServer`)."""
-    server = TemporaryServer().start()
-    try:
-        with server.serving() as url:
-            yield url
-    finally:
-        server.stop()
+    with TemporaryServer().start().serving() as url:
+        yield url
